@@ -1,0 +1,13 @@
+//! The ICMP engine: wire format ([`packet`]), sockets ([`socket`]), the shared-socket
+//! demultiplexer ([`pinger`]) and its counters ([`stats`]).
+//!
+//! Callers use [`Pinger::echo`]; nothing outside this module touches a socket.
+
+pub mod packet;
+pub mod pinger;
+pub mod socket;
+pub mod stats;
+
+pub use packet::{Family, IcmpErrorKind};
+pub use pinger::{Answer, EchoFailure, EchoRequest, EchoResult, Pinger, SocketOpenError};
+pub use socket::SocketKind;

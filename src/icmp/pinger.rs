@@ -1,0 +1,665 @@
+//! The shared-socket ICMP engine: one socket per [`SocketKey`], and a demultiplexer per socket.
+//!
+//! [`Pinger::echo`] sends one echo request and waits for its answer. All probes with the same
+//! family, socket kind, source, TTL and DF share one socket. A receiver task per socket reads
+//! replies in batches and hands each one to the probe waiting for exactly that (source address, id,
+//! seq) whose payload carries that probe's nonce; everything else is rejected and counted. ICMP
+//! errors that quote a waiting probe end it at once. This module does not know about HTTP or metrics
+//! formats; it only counts into [`EngineStats`].
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+
+use super::packet::{self, Family, IcmpErrorKind, Received};
+use super::socket::{self, ReceiveBatch, SocketKey, SocketKind};
+use super::stats::{EngineStats, RejectReason};
+
+/// One echo request to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoRequest {
+    pub destination: IpAddr,
+    /// IPv6 scope (interface index) for link-local targets; 0 otherwise.
+    pub scope_id: u32,
+    pub source: Option<IpAddr>,
+    /// TTL/hop limit; `None` keeps the OS default.
+    pub ttl: Option<u8>,
+    pub dont_fragment: bool,
+    /// blackbox `payload_size` (0 means the 28-byte default payload).
+    pub payload_size: usize,
+}
+
+/// A successful answer or an ICMP error that quoted our request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer {
+    Echo {
+        rtt: Duration,
+        hop_limit: Option<u8>,
+        /// The RTT's receive side came from the kernel's `SO_TIMESTAMPNS`.
+        kernel_timestamp: bool,
+    },
+    IcmpError {
+        kind: IcmpErrorKind,
+        icmp_type: u8,
+        code: u8,
+        from: Option<IpAddr>,
+    },
+}
+
+/// Why no answer arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum EchoFailure {
+    #[error("{0}")]
+    Socket(#[from] SocketOpenError),
+    #[error("error writing to socket: {0}")]
+    Send(io::Error),
+    #[error("timeout waiting for an echo reply")]
+    Timeout,
+}
+
+/// Neither socket kind could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketOpenError {
+    #[error(
+        "no permission to open an ICMP socket ({detail}). Fix one of: run meshprobe as root; \
+         grant it CAP_NET_RAW (setcap cap_net_raw+ep /path/to/meshprobe, or \
+         AmbientCapabilities=CAP_NET_RAW in systemd); or allow unprivileged ping sockets for its \
+         group (sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
+    )]
+    Permission { detail: String },
+    #[error("error listening to socket: {0}")]
+    Other(io::Error),
+}
+
+/// The result of one [`Pinger::echo`] call.
+#[derive(Debug)]
+pub struct EchoResult {
+    pub socket_kind: Option<SocketKind>,
+    pub id: u16,
+    pub seq: u16,
+    /// Socket lookup or creation plus packet encoding (blackbox's `setup` phase).
+    pub setup: Duration,
+    /// From just before the send until the answer was handled (blackbox's `rtt` window).
+    pub waited: Duration,
+    pub outcome: Result<Answer, EchoFailure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ProbeKey {
+    address: IpAddr,
+    id: u16,
+    seq: u16,
+}
+
+struct PendingProbe {
+    nonce: u64,
+    payload_size: usize,
+    sent_realtime_ns: i128,
+    sent_at: Instant,
+    answer: oneshot::Sender<Answer>,
+}
+
+struct SharedSocket {
+    key: SocketKey,
+    fd: AsyncFd<Socket>,
+    /// Kernel-assigned echo id of a ping socket.
+    ident: Option<u16>,
+    pending: Mutex<HashMap<ProbeKey, PendingProbe>>,
+    largest_payload: AtomicUsize,
+}
+
+impl SharedSocket {
+    fn pending(&self) -> MutexGuard<'_, HashMap<ProbeKey, PendingProbe>> {
+        // A panic while holding this lock cannot leave the map inconsistent, so recover it.
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Removes a probe's pending entry however the probe ends (answer, timeout or cancellation).
+struct PendingGuard<'a> {
+    socket: &'a SharedSocket,
+    key: ProbeKey,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.socket.pending().remove(&self.key);
+    }
+}
+
+/// How long a failed ping-socket open is remembered before it is tried again.
+const DGRAM_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The process-wide ICMP engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Pinger {
+    inner: Arc<PingerInner>,
+}
+
+struct PingerInner {
+    sockets: Mutex<HashMap<SocketKey, Arc<SharedSocket>>>,
+    dgram_unavailable: Mutex<HashMap<Family, Instant>>,
+    sequence: AtomicU16,
+    stats: Arc<EngineStats>,
+}
+
+impl Default for Pinger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pinger {
+    pub fn new() -> Pinger {
+        Pinger {
+            inner: Arc::new(PingerInner {
+                sockets: Mutex::new(HashMap::new()),
+                dgram_unavailable: Mutex::new(HashMap::new()),
+                sequence: AtomicU16::new(fastrand::u16(..)),
+                stats: Arc::new(EngineStats::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.inner.stats
+    }
+
+    /// Sends one echo request and waits until `deadline` for its reply or an ICMP error.
+    pub async fn echo(&self, request: &EchoRequest, deadline: tokio::time::Instant) -> EchoResult {
+        let setup_start = Instant::now();
+        let shared = match self.socket_for(request) {
+            Ok(shared) => shared,
+            Err(error) => {
+                return EchoResult {
+                    socket_kind: None,
+                    id: 0,
+                    seq: 0,
+                    setup: Duration::ZERO,
+                    waited: Duration::ZERO,
+                    outcome: Err(EchoFailure::Socket(error)),
+                };
+            }
+        };
+        let family = shared.key.family;
+        let id = shared.ident.unwrap_or_else(|| fastrand::u16(..));
+        let nonce = fastrand::u64(..);
+        shared
+            .largest_payload
+            .fetch_max(packet::payload_len(request.payload_size), Ordering::Relaxed);
+        let (answer_tx, answer_rx) = oneshot::channel();
+
+        // Pick a sequence number no other waiting probe to this address uses, register the probe,
+        // and take the send timestamp last, just before the system call.
+        let mut packet_bytes = Vec::with_capacity(packet::ECHO_HEADER_LEN + 64);
+        let mut answer_tx = Some(answer_tx);
+        let (key, setup, sent_at) = {
+            let mut pending = shared.pending();
+            let mut seq = self.next_sequence();
+            let key = loop {
+                let key = ProbeKey {
+                    address: request.destination,
+                    id,
+                    seq,
+                };
+                if !pending.contains_key(&key) {
+                    break key;
+                }
+                seq = self.next_sequence();
+            };
+            packet::encode_echo_request(
+                &mut packet_bytes,
+                family,
+                id,
+                seq,
+                request.payload_size,
+                nonce,
+            );
+            let setup = setup_start.elapsed();
+            let sent_at = Instant::now();
+            if let (Entry::Vacant(slot), Some(answer)) = (pending.entry(key), answer_tx.take()) {
+                slot.insert(PendingProbe {
+                    nonce,
+                    payload_size: request.payload_size,
+                    sent_realtime_ns: socket::realtime_ns(),
+                    sent_at,
+                    answer,
+                });
+            }
+            (key, setup, sent_at)
+        };
+        let guard = PendingGuard {
+            socket: &shared,
+            key,
+        };
+        let destination = socket::destination_addr(request.destination, request.scope_id);
+        let send_result = self.send(&shared, &packet_bytes, destination).await;
+        let outcome = match send_result {
+            Err(error) => {
+                self.inner.stats.count_send_error();
+                Err(EchoFailure::Send(error))
+            }
+            Ok(()) => {
+                self.inner.stats.count_sent(family);
+                let mut answer_rx = answer_rx;
+                match tokio::time::timeout_at(deadline, &mut answer_rx).await {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(_closed)) => Err(EchoFailure::Timeout),
+                    Err(_elapsed) => {
+                        // The receiver may have answered between the timer firing and now.
+                        drop(guard);
+                        match answer_rx.try_recv() {
+                            Ok(answer) => Ok(answer),
+                            Err(_) => Err(EchoFailure::Timeout),
+                        }
+                    }
+                }
+            }
+        };
+        EchoResult {
+            socket_kind: Some(shared.key.kind),
+            id,
+            seq: key.seq,
+            setup,
+            waited: sent_at.elapsed(),
+            outcome,
+        }
+    }
+
+    fn next_sequence(&self) -> u16 {
+        self.inner
+            .sequence
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
+    async fn send(
+        &self,
+        shared: &SharedSocket,
+        bytes: &[u8],
+        destination: std::net::SocketAddr,
+    ) -> io::Result<()> {
+        // A ping socket reports an earlier probe's ICMP error once through sk_err, which the next
+        // send would return; clear it and retry so one probe's error never fails another probe.
+        let mut async_error_retries = 2;
+        loop {
+            match socket::send_to(shared.fd.get_ref(), bytes, destination) {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let mut ready = shared.fd.writable().await?;
+                    ready.clear_ready();
+                }
+                Err(error)
+                    if shared.key.kind == SocketKind::Dgram
+                        && async_error_retries > 0
+                        && is_async_icmp_errno(&error) =>
+                {
+                    async_error_retries -= 1;
+                    let _ = socket::take_socket_error(shared.fd.get_ref());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Finds or opens the shared socket for a request: ping socket first, raw second, as blackbox
+    /// does; IPv4 with DF is always raw.
+    fn socket_for(&self, request: &EchoRequest) -> Result<Arc<SharedSocket>, SocketOpenError> {
+        let family = Family::of(&request.destination);
+        let dont_fragment = request.dont_fragment && family == Family::V4;
+        let base = SocketKey {
+            family,
+            kind: SocketKind::Dgram,
+            source: request.source,
+            ttl: request.ttl,
+            dont_fragment,
+        };
+        let raw_key = SocketKey {
+            kind: SocketKind::Raw,
+            ..base
+        };
+        let try_dgram = !dont_fragment && self.dgram_may_work(family);
+        {
+            let sockets = self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            let preferred = if try_dgram { &base } else { &raw_key };
+            if let Some(found) = sockets.get(preferred) {
+                return Ok(Arc::clone(found));
+            }
+        }
+        let mut dgram_error = None;
+        if try_dgram {
+            match self.open_shared(base) {
+                Ok(shared) => return Ok(shared),
+                Err(error) => {
+                    tracing::debug!(%error, "Unable to do unprivileged listen on socket, will attempt privileged");
+                    self.inner
+                        .dgram_unavailable
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(family, Instant::now());
+                    dgram_error = Some(error);
+                }
+            }
+        }
+        self.open_shared(raw_key).map_err(|raw_error| {
+            self.inner.stats.count_socket_open_error();
+            let permission = |e: &io::Error| {
+                matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            };
+            if permission(&raw_error) && dgram_error.as_ref().is_none_or(permission) {
+                let mut detail = format!("raw socket: {raw_error}");
+                if let Some(dgram) = dgram_error {
+                    detail = format!("ping socket: {dgram}; {detail}");
+                }
+                SocketOpenError::Permission { detail }
+            } else {
+                SocketOpenError::Other(raw_error)
+            }
+        })
+    }
+
+    fn dgram_may_work(&self, family: Family) -> bool {
+        let unavailable = self
+            .inner
+            .dgram_unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        unavailable
+            .get(&family)
+            .is_none_or(|since| since.elapsed() >= DGRAM_RETRY_AFTER)
+    }
+
+    fn open_shared(&self, key: SocketKey) -> io::Result<Arc<SharedSocket>> {
+        let mut sockets = self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = sockets.get(&key) {
+            return Ok(Arc::clone(found));
+        }
+        let opened = socket::open(&key)?;
+        let ident = match key.kind {
+            SocketKind::Dgram => Some(socket::ping_socket_ident(&opened)?),
+            SocketKind::Raw => None,
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+        // SAFETY: socket2::Socket owns its descriptor and always returns the same one from
+        // as_raw_fd; it stays open until the AsyncFd (which owns the Socket) is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(opened, interest) }
+            .map_err(|error| error.into_parts().1)?;
+        let shared = Arc::new(SharedSocket {
+            key,
+            fd,
+            ident,
+            pending: Mutex::new(HashMap::new()),
+            largest_payload: AtomicUsize::new(packet::BLACKBOX_PAYLOAD.len()),
+        });
+        tracing::debug!(?key, ident, "opened shared ICMP socket");
+        sockets.insert(key, Arc::clone(&shared));
+        tokio::spawn(receive_loop(Arc::clone(&shared), Arc::clone(&self.inner.stats)));
+        Ok(shared)
+    }
+}
+
+fn is_async_icmp_errno(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ECONNREFUSED
+                | libc::EPROTO
+                | libc::EHOSTDOWN
+                | libc::EMSGSIZE
+        )
+    )
+}
+
+const BATCH: usize = 64;
+/// Room for the IP header (raw IPv4) and the echo header in front of the largest payload.
+const HEADROOM: usize = 128;
+
+async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineStats>) {
+    let mut batch = ReceiveBatch::new(BATCH, 2048);
+    let mut error_buffer = vec![0u8; 2048];
+    loop {
+        let needed = shared.largest_payload.load(Ordering::Relaxed) + HEADROOM;
+        if needed > batch.buffer_len() {
+            batch = ReceiveBatch::new(BATCH, needed.next_power_of_two());
+            error_buffer.resize(needed.next_power_of_two(), 0);
+        }
+        let mut ready = match shared.fd.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                tracing::error!(%error, "ICMP socket poll failed; receiver stops");
+                stats.count_receive_error();
+                return;
+            }
+        };
+        let readiness = ready.ready();
+        let fd = shared.fd.get_ref().as_raw_fd();
+        if shared.key.kind == SocketKind::Dgram {
+            drain_error_queue(&shared, &stats, fd, &mut error_buffer);
+        }
+        loop {
+            match batch.receive(fd) {
+                Ok(0) => break,
+                Ok(count) => {
+                    for index in 0..count {
+                        let (bytes, meta) = batch.datagram(index);
+                        handle_datagram(&shared, &stats, bytes, &meta);
+                    }
+                    if count < BATCH {
+                        break;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if is_async_icmp_errno(&error) => {
+                    // sk_err from an ICMP error on a ping socket; the error queue has the details.
+                    drain_error_queue(&shared, &stats, fd, &mut error_buffer);
+                }
+                Err(error) => {
+                    stats.count_receive_error();
+                    tracing::warn!(%error, "Error reading from socket");
+                    break;
+                }
+            }
+        }
+        ready.clear_ready_matching(readiness);
+    }
+}
+
+fn drain_error_queue(shared: &SharedSocket, stats: &EngineStats, fd: i32, buffer: &mut [u8]) {
+    loop {
+        match socket::receive_queued_error(fd, buffer) {
+            Ok(Some(queued)) => handle_queued_error(shared, stats, &queued),
+            Ok(None) => break,
+            Err(error) => {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    stats.count_receive_error();
+                    break;
+                }
+            }
+        }
+    }
+    let _ = socket::take_socket_error(shared.fd.get_ref());
+}
+
+fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &socket::QueuedError) {
+    let family = shared.key.family;
+    stats.count_received(family);
+    let is_icmp_origin = queued.origin == libc::SO_EE_ORIGIN_ICMP
+        || queued.origin == libc::SO_EE_ORIGIN_ICMP6;
+    let kind = IcmpErrorKind::classify(family, queued.icmp_type, queued.icmp_code);
+    let (Some(kind), true, Some(destination)) = (kind, is_icmp_origin, queued.destination) else {
+        stats.count_rejected(RejectReason::UnrelatedError);
+        return;
+    };
+    let Some((id, seq, payload)) = packet::parse_own_request(family, &queued.original) else {
+        stats.count_rejected(RejectReason::UnrelatedError);
+        return;
+    };
+    let key = ProbeKey {
+        address: destination,
+        id,
+        seq,
+    };
+    complete_with_error(
+        shared,
+        stats,
+        key,
+        payload,
+        Answer::IcmpError {
+            kind,
+            icmp_type: queued.icmp_type,
+            code: queued.icmp_code,
+            from: queued.offender,
+        },
+    );
+}
+
+fn handle_datagram(
+    shared: &SharedSocket,
+    stats: &EngineStats,
+    bytes: &[u8],
+    meta: &socket::ReceiveMeta,
+) {
+    let family = shared.key.family;
+    stats.count_received(family);
+    let received_at = Instant::now();
+    if meta.truncated {
+        stats.count_rejected(RejectReason::Truncated);
+        return;
+    }
+    let (message, source, header_ttl) = match (family, shared.key.kind) {
+        (Family::V4, SocketKind::Raw) => match packet::parse_ipv4(bytes) {
+            Ok(view) => (view.payload, Some(IpAddr::V4(view.source)), Some(view.ttl)),
+            Err(_) => {
+                stats.count_rejected(RejectReason::Malformed);
+                return;
+            }
+        },
+        _ => (bytes, meta.source, None),
+    };
+    let verify_checksum = family == Family::V4 && shared.key.kind == SocketKind::Raw;
+    let parsed = match packet::parse_icmp(family, message, verify_checksum) {
+        Ok(parsed) => parsed,
+        Err(packet::ParseError::BadChecksum) => {
+            stats.count_rejected(RejectReason::BadChecksum);
+            return;
+        }
+        Err(_) => {
+            stats.count_rejected(RejectReason::Malformed);
+            return;
+        }
+    };
+    match parsed {
+        Received::EchoReply { id, seq, payload } => {
+            let Some(address) = source else {
+                stats.count_rejected(RejectReason::Malformed);
+                return;
+            };
+            let key = ProbeKey { address, id, seq };
+            let mut pending = shared.pending();
+            let Some(probe) = pending.get(&key) else {
+                drop(pending);
+                stats.count_rejected(RejectReason::UnknownProbe);
+                return;
+            };
+            if !packet::payload_matches(payload, probe.payload_size, probe.nonce) {
+                drop(pending);
+                stats.count_rejected(RejectReason::PayloadMismatch);
+                return;
+            }
+            let Some(probe) = pending.remove(&key) else {
+                return;
+            };
+            drop(pending);
+            let (rtt, kernel_timestamp) = measure_rtt(&probe, meta.kernel_rx_ns, received_at);
+            let answer = Answer::Echo {
+                rtt,
+                hop_limit: meta.hop_limit.or(header_ttl),
+                kernel_timestamp,
+            };
+            // The probe may have given up in the meantime; then the answer is simply dropped.
+            let _ = probe.answer.send(answer);
+            stats.count_matched();
+        }
+        Received::Error {
+            kind,
+            icmp_type,
+            code,
+            quoted,
+        } => {
+            let key = ProbeKey {
+                address: quoted.destination,
+                id: quoted.id,
+                seq: quoted.seq,
+            };
+            complete_with_error(
+                shared,
+                stats,
+                key,
+                quoted.payload_prefix,
+                Answer::IcmpError {
+                    kind,
+                    icmp_type,
+                    code,
+                    from: source,
+                },
+            );
+        }
+        Received::Other { .. } => stats.count_rejected(RejectReason::UnrelatedError),
+    }
+}
+
+fn complete_with_error(
+    shared: &SharedSocket,
+    stats: &EngineStats,
+    key: ProbeKey,
+    quoted_payload: &[u8],
+    answer: Answer,
+) {
+    let mut pending = shared.pending();
+    let matches = pending
+        .get(&key)
+        .is_some_and(|probe| packet::payload_prefix_matches(quoted_payload, probe.nonce));
+    if !matches {
+        drop(pending);
+        stats.count_rejected(RejectReason::UnrelatedError);
+        return;
+    }
+    if let Some(probe) = pending.remove(&key) {
+        drop(pending);
+        if let Answer::IcmpError { kind, .. } = answer {
+            stats.count_icmp_error(kind);
+        }
+        let _ = probe.answer.send(answer);
+    }
+}
+
+/// RTT from the kernel receive timestamp when it is plausible, else from the monotonic clock.
+fn measure_rtt(
+    probe: &PendingProbe,
+    kernel_rx_ns: Option<i128>,
+    received_at: Instant,
+) -> (Duration, bool) {
+    let monotonic = received_at.saturating_duration_since(probe.sent_at);
+    if let Some(rx) = kernel_rx_ns {
+        let delta = rx - probe.sent_realtime_ns;
+        // Reject a kernel RTT that disagrees with the monotonic clock (a wall-clock step).
+        let upper = monotonic.as_nanos() as i128 + 1_000_000;
+        if delta >= 0 && delta <= upper {
+            return (Duration::from_nanos(delta as u64), true);
+        }
+    }
+    (monotonic, false)
+}
