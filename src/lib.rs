@@ -1,2 +1,32 @@
 //! meshprobe: a blackbox_exporter-compatible ICMP exporter built on one shared socket per family.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | the `modules:` file model, validation, Go durations, and the reloadable store |
+//! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
+//! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
+//! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
+//! | [`http`] | the HTTP server and routes |
+//! | [`self_metrics`] | the exporter's own `/metrics` |
+//! | [`expo`] | Prometheus text format, written the way Go's client writes it |
+//! | [`logging`] | logfmt/json logging setup |
+//! | [`ping_cli`] | `meshprobe ping` |
+//!
+//! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
+//! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then
+//! calls [`icmp::Pinger::echo`], which picks the shared socket for (family, socket kind, source,
+//! TTL, DF), registers the probe under (address, id, seq) with a random nonce in the payload,
+//! sends, and waits. The socket's receiver task (`icmp::pinger`) reads replies in batches with
+//! kernel timestamps and wakes exactly the matching probe. [`probe::render`] writes the metrics.
+
+pub mod config;
+pub mod expo;
+pub mod http;
 pub mod icmp;
+pub mod logging;
+pub mod ping_cli;
+pub mod probe;
+pub mod resolve;
+pub mod self_metrics;

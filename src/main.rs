@@ -1,1 +1,217 @@
-fn main(){}
+//! The `meshprobe` binary: flags, runtime setup, and dispatch to `serve` (default), `ping` or
+//! `check-config`. All behaviour lives in the library; see its `# Layout` section.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use meshprobe::config::store::ConfigStore;
+use meshprobe::http::{self, AppState};
+use meshprobe::icmp::{Family, Pinger, check_permissions};
+use meshprobe::logging::{self, LogFormat, LogLevel};
+use meshprobe::ping_cli::{self, PingArgs};
+use meshprobe::probe::ProbeOptions;
+use meshprobe::self_metrics::ExporterCounters;
+use tokio::net::TcpListener;
+
+/// blackbox_exporter-compatible ICMP exporter and peer mesh prober.
+#[derive(Debug, Parser)]
+#[command(name = "meshprobe", version, about)]
+struct Cli {
+    /// Configuration file (blackbox.yml format). Without it, the embedded default is used.
+    #[arg(long = "config.file", global = true)]
+    config_file: Option<PathBuf>,
+    /// Validate the configuration file and exit.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    /// Address to listen on for HTTP (repeatable).
+    #[arg(long = "web.listen-address", default_value = ":9115")]
+    listen_addresses: Vec<String>,
+    /// Seconds subtracted from Prometheus's scrape timeout to get the probe timeout.
+    #[arg(long = "timeout-offset", default_value_t = 0.5)]
+    timeout_offset: f64,
+    /// Log level of the main logger.
+    #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
+    log_level: LogLevel,
+    /// Log level of per-probe log lines.
+    #[arg(long = "log.prober", value_enum, default_value = "info")]
+    log_prober: LogLevel,
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
+    log_format: LogFormat,
+    /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
+    #[arg(long = "compat.rtt-zero-on-failure")]
+    rtt_zero_on_failure: bool,
+    /// Tokio worker threads (default: one per CPU).
+    #[arg(long = "runtime.worker-threads")]
+    worker_threads: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the exporter (the default).
+    Serve,
+    /// Ping a host with the exporter's engine.
+    Ping(PingArgs),
+    /// Validate the configuration file and exit.
+    CheckConfig,
+}
+
+/// Raises the soft open-file limit to the hard limit (as Go does at startup), so that thousands of
+/// concurrent scrapes do not run out of descriptors.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: limit is a valid rlimit to read into and to pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    raise_open_file_limit();
+    logging::init(cli.log_level, cli.log_prober, cli.log_format);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads.filter(|t| *t > 0) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("meshprobe: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Ping(ref args)) => {
+            let code = runtime.block_on(ping_cli::run(args.clone()));
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
+        Some(Command::CheckConfig) => check_config(&cli),
+        _ if cli.config_check => check_config(&cli),
+        _ => runtime.block_on(serve(cli)),
+    }
+}
+
+fn check_config(cli: &Cli) -> ExitCode {
+    match ConfigStore::load(cli.config_file.clone()) {
+        Ok(store) => {
+            tracing::info!(file = %store.source_name(), "Config file is ok exiting...");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "Error loading config");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(address).await {
+        // ":port" means every address; fall back to IPv4 where IPv6 is unavailable.
+        Err(error) if address.ip().is_unspecified() && address.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], address.port()));
+            TcpListener::bind(v4).await.map_err(|_| error)
+        }
+        result => result,
+    }
+}
+
+async fn serve(cli: Cli) -> ExitCode {
+    let store = match ConfigStore::load(cli.config_file.clone()) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "Error loading config");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(file = %store.source_name(), "Loaded config file");
+    for family in [Family::V4, Family::V6] {
+        match check_permissions(family) {
+            Ok(kind) => {
+                tracing::info!(family = ?family, socket = kind.as_str(), "ICMP sockets available")
+            }
+            Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
+        }
+    }
+    let state = Arc::new(AppState {
+        config: store,
+        pinger: Pinger::new(),
+        counters: ExporterCounters::default(),
+        timeout_offset: cli.timeout_offset,
+        probe_options: ProbeOptions {
+            rtt_zero_on_failure: cli.rtt_zero_on_failure,
+        },
+    });
+    for text in &cli.listen_addresses {
+        let addresses = match http::parse_listen_address(text) {
+            Ok(addresses) => addresses,
+            Err(error) => {
+                tracing::error!(%error, "Error parsing listen address");
+                return ExitCode::FAILURE;
+            }
+        };
+        for address in addresses {
+            match bind(address).await {
+                Ok(listener) => {
+                    let local = listener.local_addr().map_or(address, |a| a);
+                    tracing::info!(address = %local, "Listening on address");
+                    tokio::spawn(http::serve(listener, Arc::clone(&state)));
+                }
+                Err(error) => {
+                    tracing::error!(%address, %error, "Error listening on address");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    tokio::spawn(reload_on_sighup(Arc::clone(&state)));
+    wait_for_shutdown().await;
+    tracing::info!("Received SIGTERM, exiting gracefully...");
+    ExitCode::SUCCESS
+}
+
+async fn reload_on_sighup(state: Arc<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match state.config.reload() {
+            Ok(outcome) => tracing::info!(?outcome, "Reloaded config file"),
+            Err(error) => tracing::error!(%error, "Error reloading config"),
+        }
+    }
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -9,5 +9,7 @@ pub mod socket;
 pub mod stats;
 
 pub use packet::{Family, IcmpErrorKind};
-pub use pinger::{Answer, EchoFailure, EchoRequest, EchoResult, Pinger, SocketOpenError};
+pub use pinger::{
+    Answer, EchoFailure, EchoRequest, EchoResult, Pinger, SocketOpenError, check_permissions,
+};
 pub use socket::SocketKind;

@@ -164,7 +164,10 @@ fn payload_byte(index: usize, nonce: u64) -> u8 {
     if index < NONCE_LEN {
         nonce.to_be_bytes()[index]
     } else {
-        BLACKBOX_PAYLOAD.get(index - NONCE_LEN).copied().unwrap_or(0)
+        BLACKBOX_PAYLOAD
+            .get(index - NONCE_LEN)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -410,7 +413,9 @@ mod tests {
     fn time_exceeded_quote_is_decoded_v4() {
         let mut request = Vec::new();
         encode_echo_request(&mut request, Family::V4, 0x1234, 0x5678, 0, 99);
-        let mut ip = vec![0x45, 0, 0, 56, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
+        let mut ip = vec![
+            0x45, 0, 0, 56, 0, 0, 0x40, 0, 1, 1, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+        ];
         ip.extend_from_slice(&request[..16]);
         let mut error = vec![11, 0, 0, 0, 0, 0, 0, 0];
         error.extend_from_slice(&ip);
@@ -454,7 +459,9 @@ mod tests {
         let mut request = Vec::new();
         encode_echo_request(&mut request, Family::V4, 1, 1, 0, 1);
         let reply = reply_from_request(&request, Family::V4);
-        let mut datagram = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 57, 1, 0, 0, 198, 18, 0, 9, 198, 18, 0, 1];
+        let mut datagram = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, 57, 1, 0, 0, 198, 18, 0, 9, 198, 18, 0, 1,
+        ];
         let total = (datagram.len() + reply.len()) as u16;
         datagram[2..4].copy_from_slice(&total.to_be_bytes());
         datagram.extend_from_slice(&reply);

@@ -81,6 +81,42 @@ pub enum SocketOpenError {
     Other(io::Error),
 }
 
+impl SocketOpenError {
+    /// Classifies the errors of a ping-socket attempt (if any) and the raw-socket attempt.
+    fn from_attempts(dgram_error: Option<io::Error>, raw_error: io::Error) -> SocketOpenError {
+        let permission =
+            |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+        if permission(&raw_error) && dgram_error.as_ref().is_none_or(permission) {
+            let mut detail = format!("raw socket: {raw_error}");
+            if let Some(dgram) = dgram_error {
+                detail = format!("ping socket: {dgram}; {detail}");
+            }
+            SocketOpenError::Permission { detail }
+        } else {
+            SocketOpenError::Other(raw_error)
+        }
+    }
+}
+
+/// Checks which socket kind this process may open for `family`, without keeping it open.
+pub fn check_permissions(family: Family) -> Result<SocketKind, SocketOpenError> {
+    let key = |kind| SocketKey {
+        family,
+        kind,
+        source: None,
+        ttl: None,
+        dont_fragment: false,
+    };
+    let dgram_error = match socket::open(&key(SocketKind::Dgram)) {
+        Ok(_) => return Ok(SocketKind::Dgram),
+        Err(error) => error,
+    };
+    match socket::open(&key(SocketKind::Raw)) {
+        Ok(_) => Ok(SocketKind::Raw),
+        Err(raw_error) => Err(SocketOpenError::from_attempts(Some(dgram_error), raw_error)),
+    }
+}
+
 /// The result of one [`Pinger::echo`] call.
 #[derive(Debug)]
 pub struct EchoResult {
@@ -121,7 +157,9 @@ struct SharedSocket {
 impl SharedSocket {
     fn pending(&self) -> MutexGuard<'_, HashMap<ProbeKey, PendingProbe>> {
         // A panic while holding this lock cannot leave the map inconsistent, so recover it.
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -353,18 +391,7 @@ impl Pinger {
         }
         self.open_shared(raw_key).map_err(|raw_error| {
             self.inner.stats.count_socket_open_error();
-            let permission = |e: &io::Error| {
-                matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
-            };
-            if permission(&raw_error) && dgram_error.as_ref().is_none_or(permission) {
-                let mut detail = format!("raw socket: {raw_error}");
-                if let Some(dgram) = dgram_error {
-                    detail = format!("ping socket: {dgram}; {detail}");
-                }
-                SocketOpenError::Permission { detail }
-            } else {
-                SocketOpenError::Other(raw_error)
-            }
+            SocketOpenError::from_attempts(dgram_error, raw_error)
         })
     }
 
@@ -403,7 +430,13 @@ impl Pinger {
         });
         tracing::debug!(?key, ident, "opened shared ICMP socket");
         sockets.insert(key, Arc::clone(&shared));
-        tokio::spawn(receive_loop(Arc::clone(&shared), Arc::clone(&self.inner.stats)));
+        self.inner
+            .stats
+            .count_socket_opened(key.family, key.kind == SocketKind::Raw);
+        tokio::spawn(receive_loop(
+            Arc::clone(&shared),
+            Arc::clone(&self.inner.stats),
+        ));
         Ok(shared)
     }
 }
@@ -496,8 +529,8 @@ fn drain_error_queue(shared: &SharedSocket, stats: &EngineStats, fd: i32, buffer
 fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &socket::QueuedError) {
     let family = shared.key.family;
     stats.count_received(family);
-    let is_icmp_origin = queued.origin == libc::SO_EE_ORIGIN_ICMP
-        || queued.origin == libc::SO_EE_ORIGIN_ICMP6;
+    let is_icmp_origin =
+        queued.origin == libc::SO_EE_ORIGIN_ICMP || queued.origin == libc::SO_EE_ORIGIN_ICMP6;
     let kind = IcmpErrorKind::classify(family, queued.icmp_type, queued.icmp_code);
     let (Some(kind), true, Some(destination)) = (kind, is_icmp_origin, queued.destination) else {
         stats.count_rejected(RejectReason::UnrelatedError);

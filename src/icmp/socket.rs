@@ -87,9 +87,7 @@ pub fn open(key: &SocketKey) -> io::Result<Socket> {
     }
     match (key.kind, key.family) {
         (SocketKind::Dgram, Family::V4) => set_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)?,
-        (SocketKind::Dgram, Family::V6) => {
-            set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?
-        }
+        (SocketKind::Dgram, Family::V6) => set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?,
         (SocketKind::Raw, Family::V4) => set_icmp_filter_v4(fd)?,
         (SocketKind::Raw, Family::V6) => set_icmp6_filter(fd)?,
     }
@@ -260,7 +258,8 @@ impl ReceiveBatch {
         for index in 0..capacity {
             // SAFETY: all-zero is a valid msghdr; every pointer set below points into self.
             let mut header: libc::mmsghdr = unsafe { zeroed() };
-            header.msg_hdr.msg_name = (&mut self.names[index] as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_name =
+                (&mut self.names[index] as *mut libc::sockaddr_storage).cast();
             header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             header.msg_hdr.msg_iov = &mut self.iovecs[index];
             header.msg_hdr.msg_iovlen = 1;
@@ -364,7 +363,11 @@ pub fn receive_queued_error(fd: RawFd, buffer: &mut [u8]) -> io::Result<Option<Q
 }
 
 /// Walks the control messages of `header`, filling `meta` and (for error-queue reads) `queued`.
-fn parse_control(header: &libc::msghdr, meta: &mut ReceiveMeta, mut queued: Option<&mut QueuedError>) {
+fn parse_control(
+    header: &libc::msghdr,
+    meta: &mut ReceiveMeta,
+    mut queued: Option<&mut QueuedError>,
+) {
     // SAFETY: header.msg_control/msg_controllen were filled in by the kernel; the CMSG_* macros
     // stay inside that buffer, and every read is bounds-checked against cmsg_len.
     unsafe {
@@ -373,8 +376,7 @@ fn parse_control(header: &libc::msghdr, meta: &mut ReceiveMeta, mut queued: Opti
             let level = (*cmsg).cmsg_level;
             let kind = (*cmsg).cmsg_type;
             let data = libc::CMSG_DATA(cmsg);
-            let data_len = ((*cmsg).cmsg_len as usize)
-                .saturating_sub(libc::CMSG_LEN(0) as usize);
+            let data_len = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
             match (level, kind) {
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
                     if data_len >= size_of::<libc::timespec>() =>
@@ -428,14 +430,18 @@ fn sockaddr_to_ip(storage: &libc::sockaddr_storage) -> Option<IpAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: ss_family says this storage holds a sockaddr_in, which fits inside it.
-            let addr: libc::sockaddr_in =
-                unsafe { std::ptr::read_unaligned((storage as *const libc::sockaddr_storage).cast()) };
-            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr))))
+            let addr: libc::sockaddr_in = unsafe {
+                std::ptr::read_unaligned((storage as *const libc::sockaddr_storage).cast())
+            };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                addr.sin_addr.s_addr,
+            ))))
         }
         libc::AF_INET6 => {
             // SAFETY: ss_family says this storage holds a sockaddr_in6, which fits inside it.
-            let addr: libc::sockaddr_in6 =
-                unsafe { std::ptr::read_unaligned((storage as *const libc::sockaddr_storage).cast()) };
+            let addr: libc::sockaddr_in6 = unsafe {
+                std::ptr::read_unaligned((storage as *const libc::sockaddr_storage).cast())
+            };
             Some(IpAddr::V6(Ipv6Addr::from(addr.sin6_addr.s6_addr)))
         }
         _ => None,

@@ -65,6 +65,8 @@ pub struct EngineStats {
     send_errors: AtomicU64,
     receive_errors: AtomicU64,
     socket_open_errors: AtomicU64,
+    /// Open shared sockets, indexed by [family][kind: 0 = dgram, 1 = raw].
+    sockets_open: [[AtomicU64; 2]; 2],
 }
 
 fn family_index(family: Family) -> usize {
@@ -108,6 +110,14 @@ impl EngineStats {
         self.socket_open_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_socket_opened(&self, family: Family, raw: bool) {
+        self.sockets_open[family_index(family)][usize::from(raw)].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Shared sockets open for `family`, (dgram, raw).
+    pub fn sockets_open(&self, family: Family) -> (u64, u64) {
+        let [dgram, raw] = &self.sockets_open[family_index(family)];
+        (dgram.load(Ordering::Relaxed), raw.load(Ordering::Relaxed))
+    }
     pub fn sent(&self, family: Family) -> u64 {
         self.sent[family_index(family)].load(Ordering::Relaxed)
     }

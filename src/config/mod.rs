@@ -1,0 +1,393 @@
+//! The configuration file model: blackbox's `modules:` with their `icmp` settings, validated.
+//!
+//! This module owns parsing and validation only: YAML text in, a [`Config`] or a [`ConfigError`]
+//! naming the file, module and field out. Unknown keys are errors (as in blackbox's
+//! `KnownFields(true)`); http/tcp/dns/grpc/unix/websocket modules load but are marked unsupported.
+//! Loading from disk and reloading live in [`store`]; Go durations in [`duration`].
+
+pub mod duration;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::icmp::packet::MAX_PAYLOAD_SIZE;
+
+/// The configuration used when no `--config.file` is given.
+pub const EMBEDDED_CONFIG: &str = include_str!("../../config/default.yml");
+/// The name under which the embedded configuration is reported.
+pub const EMBEDDED_NAME: &str = "<embedded default>";
+
+/// The probers blackbox knows. Only `icmp` runs here; the rest load and are refused at `/probe`.
+const KNOWN_PROBERS: [&str; 7] = ["http", "tcp", "icmp", "dns", "grpc", "unix", "websocket"];
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub modules: BTreeMap<String, Module>,
+}
+
+/// One `modules:` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Module {
+    pub prober: String,
+    /// Module timeout; zero means "use the scrape timeout minus the offset".
+    pub timeout: Duration,
+    pub icmp: IcmpSettings,
+}
+
+impl Module {
+    pub fn is_icmp(&self) -> bool {
+        self.prober == "icmp"
+    }
+}
+
+/// Which address family a module prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpProtocol {
+    Ip4,
+    Ip6,
+}
+
+/// The `icmp:` block of a module, with blackbox's defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IcmpSettings {
+    pub preferred_ip_protocol: IpProtocol,
+    pub ip_protocol_fallback: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip_address: Option<IpAddr>,
+    pub payload_size: usize,
+    pub dont_fragment: bool,
+    pub ttl: u8,
+}
+
+impl Default for IcmpSettings {
+    fn default() -> Self {
+        IcmpSettings {
+            preferred_ip_protocol: IpProtocol::Ip6,
+            ip_protocol_fallback: true,
+            source_ip_address: None,
+            payload_size: 0,
+            dont_fragment: false,
+            ttl: 64,
+        }
+    }
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config file {file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    modules: BTreeMap<String, RawModule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+/// Other probers' blocks are accepted so a blackbox.yml loads, and never read.
+struct RawModule {
+    prober: Option<String>,
+    #[serde(default, deserialize_with = "go_duration_field")]
+    timeout: Option<Duration>,
+    icmp: Option<RawIcmp>,
+    #[serde(rename = "http")]
+    _http: Option<IgnoredAny>,
+    #[serde(rename = "tcp")]
+    _tcp: Option<IgnoredAny>,
+    #[serde(rename = "dns")]
+    _dns: Option<IgnoredAny>,
+    #[serde(rename = "grpc")]
+    _grpc: Option<IgnoredAny>,
+    #[serde(rename = "unix")]
+    _unix: Option<IgnoredAny>,
+    #[serde(rename = "websocket")]
+    _websocket: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIcmp {
+    preferred_ip_protocol: Option<String>,
+    ip_protocol_fallback: Option<bool>,
+    source_ip_address: Option<String>,
+    payload_size: Option<i64>,
+    dont_fragment: Option<bool>,
+    ttl: Option<i64>,
+}
+
+/// Accepts a Go duration string, or the integer 0 (as yaml.v3 does for `time.Duration`).
+fn go_duration_field<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct DurationVisitor;
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a Go duration such as \"5s\" or \"1m30s\"")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            duration::parse_go_duration(text)
+                .map(Some)
+                .map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            if value == 0 {
+                Ok(Some(Duration::ZERO))
+            } else {
+                Err(E::custom(format!(
+                    "{value} has no unit; write a Go duration such as \"{value}s\""
+                )))
+            }
+        }
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(DurationVisitor)
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        match Config::parse(EMBEDDED_CONFIG, EMBEDDED_NAME) {
+            Ok(config) => config,
+            // The embedded file is checked by a unit test, so this cannot happen in a release.
+            Err(error) => panic!("embedded default config is invalid: {error}"),
+        }
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let error = |message: String| ConfigError {
+            file: file.to_string(),
+            message,
+        };
+        if text.trim().is_empty() {
+            return Err(error(
+                "the file is empty; it needs a modules: section".into(),
+            ));
+        }
+        let raw: RawConfig = serde_saphyr::from_str(text)
+            .map_err(|e| error(format!("error parsing config file: {e}")))?;
+        let mut modules = BTreeMap::new();
+        for (name, raw_module) in raw.modules {
+            let module = validate_module(&name, raw_module)
+                .map_err(|message| error(format!("module {name:?}: {message}")))?;
+            modules.insert(name, module);
+        }
+        Ok(Config { modules })
+    }
+
+    /// A YAML dump of the effective configuration, defaults filled in (the `/config` page).
+    pub fn to_yaml(&self) -> String {
+        #[derive(Serialize)]
+        struct ModuleView<'a> {
+            prober: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            timeout: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            icmp: Option<&'a IcmpSettings>,
+        }
+        #[derive(Serialize)]
+        struct ConfigView<'a> {
+            modules: BTreeMap<&'a str, ModuleView<'a>>,
+        }
+        let view = ConfigView {
+            modules: self
+                .modules
+                .iter()
+                .map(|(name, module)| {
+                    let view = ModuleView {
+                        prober: &module.prober,
+                        timeout: (!module.timeout.is_zero())
+                            .then(|| duration::format_go_duration(module.timeout)),
+                        icmp: module.is_icmp().then_some(&module.icmp),
+                    };
+                    (name.as_str(), view)
+                })
+                .collect(),
+        };
+        serde_saphyr::to_string(&view).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn validate_module(name: &str, raw: RawModule) -> Result<Module, String> {
+    let _ = name;
+    let prober = raw
+        .prober
+        .ok_or_else(|| "field \"prober\" is missing (use prober: icmp)".to_string())?;
+    if !KNOWN_PROBERS.contains(&prober.as_str()) {
+        return Err(format!(
+            "field \"prober\": prober {prober:?} is not valid (valid: {})",
+            KNOWN_PROBERS.join(", ")
+        ));
+    }
+    let icmp = match raw.icmp {
+        Some(raw_icmp) => validate_icmp(raw_icmp)?,
+        None => IcmpSettings::default(),
+    };
+    Ok(Module {
+        prober,
+        timeout: raw.timeout.unwrap_or(Duration::ZERO),
+        icmp,
+    })
+}
+
+fn validate_icmp(raw: RawIcmp) -> Result<IcmpSettings, String> {
+    let mut settings = IcmpSettings::default();
+    if let Some(protocol) = raw.preferred_ip_protocol {
+        settings.preferred_ip_protocol = match protocol.as_str() {
+            "" | "ip6" => IpProtocol::Ip6,
+            "ip4" => IpProtocol::Ip4,
+            other => {
+                return Err(format!(
+                    "field \"icmp.preferred_ip_protocol\": {other:?} is not valid (use \"ip4\" or \"ip6\")"
+                ));
+            }
+        };
+    }
+    if let Some(fallback) = raw.ip_protocol_fallback {
+        settings.ip_protocol_fallback = fallback;
+    }
+    if let Some(source) = raw.source_ip_address.filter(|s| !s.is_empty()) {
+        let parsed: IpAddr = source.parse().map_err(|_| {
+            format!("field \"icmp.source_ip_address\": {source:?} is not an IP address")
+        })?;
+        settings.source_ip_address = Some(parsed.to_canonical());
+    }
+    if let Some(size) = raw.payload_size {
+        settings.payload_size = usize::try_from(size)
+            .ok()
+            .filter(|size| *size <= MAX_PAYLOAD_SIZE)
+            .ok_or_else(|| {
+                format!(
+                    "field \"icmp.payload_size\": {size} is out of range (0 to {MAX_PAYLOAD_SIZE}; 0 means the 28-byte default)"
+                )
+            })?;
+    }
+    if let Some(dont_fragment) = raw.dont_fragment {
+        settings.dont_fragment = dont_fragment;
+    }
+    if let Some(ttl) = raw.ttl {
+        if ttl < 0 {
+            return Err("field \"icmp.ttl\": \"ttl\" cannot be negative".into());
+        }
+        settings.ttl = u8::try_from(ttl)
+            .map_err(|_| "field \"icmp.ttl\": \"ttl\" cannot exceed 255".to_string())?;
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.yml")
+    }
+
+    #[test]
+    fn embedded_default_has_the_three_icmp_modules() {
+        let config = Config::embedded();
+        let names: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+        assert_eq!(names, ["icmp", "icmp_ip4", "icmp_ip6"]);
+        assert_eq!(config.modules["icmp"].icmp, IcmpSettings::default());
+        assert_eq!(
+            config.modules["icmp_ip4"].icmp.preferred_ip_protocol,
+            IpProtocol::Ip4
+        );
+        assert!(!config.modules["icmp_ip6"].icmp.ip_protocol_fallback);
+    }
+
+    #[test]
+    fn blackbox_file_with_other_probers_loads() {
+        let config = parse(
+            "modules:\n  http_2xx:\n    prober: http\n    http:\n      valid_status_codes: [200]\n  \
+             tcp_connect:\n    prober: tcp\n  icmp_example:\n    prober: icmp\n    timeout: 5s\n    \
+             icmp:\n      preferred_ip_protocol: \"ip4\"\n      source_ip_address: \"127.0.0.1\"\n",
+        )
+        .expect("valid config");
+        assert!(!config.modules["http_2xx"].is_icmp());
+        let icmp = &config.modules["icmp_example"];
+        assert_eq!(icmp.timeout, Duration::from_secs(5));
+        assert_eq!(
+            icmp.icmp.source_ip_address,
+            Some("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn errors_name_file_module_and_field() {
+        let cases = [
+            ("payload_size: -1", "icmp.payload_size"),
+            ("payload_size: 70000", "icmp.payload_size"),
+            ("source_ip_address: 10.0.0.300", "icmp.source_ip_address"),
+            ("preferred_ip_protocol: ipv6", "icmp.preferred_ip_protocol"),
+            ("ttl: -1", "cannot be negative"),
+            ("ttl: 256", "cannot exceed 255"),
+        ];
+        for (line, expected) in cases {
+            let text =
+                format!("modules:\n  bad_module:\n    prober: icmp\n    icmp:\n      {line}\n");
+            let error = parse(&text).expect_err(line).to_string();
+            assert!(error.contains("test.yml"), "{error}");
+            assert!(error.contains("bad_module"), "{error}");
+            assert!(error.contains(expected), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_duplicates_and_bad_timeouts_fail() {
+        for text in [
+            "modules:\n  m:\n    prober: icmp\n    icmp:\n      dont_fragmnet: true\n",
+            "modules:\n  m:\n    prober: icmp\n  m:\n    prober: icmp\n",
+            "modules:\n  m:\n    prober: icmp\n    timeout: 5\n",
+            "modules:\n  m:\n    prober: icmp\n    timeout: 5d\n",
+            "modules:\n  m:\n    prober: ping\n",
+            "modules:\n  m:\n    timeout: 5s\n",
+            "moduels: {}\n",
+            "",
+            "modules: [1, 2]\n",
+        ] {
+            assert!(parse(text).is_err(), "should fail: {text:?}");
+        }
+    }
+
+    #[test]
+    fn yaml_merge_keys_and_yaml11_bools_work_like_yaml_v3() {
+        let config = parse(
+            "base: &base\n  prober: icmp\n  timeout: 3s\nmodules:\n  a:\n    <<: *base\n    icmp:\n      dont_fragment: yes\n",
+        );
+        // `base` is an unknown top-level key, as in blackbox; merge keys still work inside modules.
+        assert!(config.is_err());
+        let config = parse(
+            "modules:\n  a: &a\n    prober: icmp\n    timeout: 3s\n  b:\n    <<: *a\n    icmp:\n      dont_fragment: yes\n",
+        )
+        .expect("merge keys");
+        assert_eq!(config.modules["b"].timeout, Duration::from_secs(3));
+        assert!(config.modules["b"].icmp.dont_fragment);
+    }
+
+    #[test]
+    fn dump_round_trips() {
+        let config = Config::embedded();
+        let dumped = config.to_yaml();
+        assert_eq!(Config::parse(&dumped, "dump").expect("dump parses"), config);
+    }
+}

@@ -1,0 +1,316 @@
+//! The HTTP surface: `/probe`, `/metrics`, `/-/healthy`, `/-/reload`, `/config` and the landing page.
+//!
+//! Owns request parsing and validation (every bad input gets a 4xx with a plain-text reason),
+//! routing, and the accept loop on each listen address. Probing is delegated to [`crate::probe`],
+//! exporter metrics to [`crate::self_metrics`], and configuration to [`crate::config::store`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::config::store::ConfigStore;
+use crate::expo;
+use crate::icmp::Pinger;
+use crate::probe::{self, ProbeLog, ProbeOptions};
+use crate::resolve;
+use crate::self_metrics::ExporterCounters;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub config: ConfigStore,
+    pub pinger: Pinger,
+    pub counters: ExporterCounters,
+    pub timeout_offset: f64,
+    pub probe_options: ProbeOptions,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn with_content_type(mut response: HttpResponse, content_type: &'static str) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Serves on `listener` until the process exits.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&state, request).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Parses a `--web.listen-address` value: `:9115`, `host:port`, `[v6]:port`.
+pub fn parse_listen_address(text: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in listen address {text:?}"))?;
+        return Ok(vec![SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], port))]);
+    }
+    text.to_socket_addrs()
+        .map(|addresses| addresses.collect())
+        .map_err(|e| format!("invalid listen address {text:?}: {e}"))
+}
+
+async fn route(state: &AppState, request: Request<Incoming>) -> HttpResponse {
+    match request.uri().path() {
+        "/probe" => handle_probe(state, &request).await,
+        "/metrics" => with_content_type(
+            text(StatusCode::OK, crate::self_metrics::render(state)),
+            expo::CONTENT_TYPE,
+        ),
+        "/-/healthy" => text(StatusCode::OK, "Healthy"),
+        "/-/reload" => handle_reload(state, request.method()),
+        "/config" => text(StatusCode::OK, state.config.current().to_yaml()),
+        "/" => with_content_type(
+            text(StatusCode::OK, landing_page(state)),
+            "text/html; charset=utf-8",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+fn handle_reload(state: &AppState, method: &Method) -> HttpResponse {
+    if method != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This endpoint requires a POST request.\n",
+        );
+    }
+    match state.config.reload() {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "Reloaded config file");
+            text(StatusCode::OK, "")
+        }
+        Err(error) => {
+            tracing::error!(%error, "Error reloading config");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to reload config: {error}\n"),
+            )
+        }
+    }
+}
+
+/// The query parameters `/probe` understands.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ProbeQuery {
+    pub target: Option<String>,
+    pub module: Option<String>,
+    pub debug: bool,
+}
+
+/// Parses and checks the `/probe` query string.
+pub fn parse_probe_query(query: &str) -> Result<ProbeQuery, String> {
+    let mut parsed = ProbeQuery::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "target" => &mut parsed.target,
+            "module" => &mut parsed.module,
+            "debug" => {
+                parsed.debug = match value.as_ref() {
+                    "true" => true,
+                    "false" | "" => false,
+                    other => {
+                        return Err(format!(
+                            "debug must be \"true\" or \"false\", not {other:?}"
+                        ));
+                    }
+                };
+                continue;
+            }
+            _ => continue,
+        };
+        match slot {
+            Some(existing) if *existing != value => {
+                return Err(format!(
+                    "parameter {key:?} is given twice with different values ({existing:?} and {value:?})"
+                ));
+            }
+            _ => *slot = Some(value.into_owned()),
+        }
+    }
+    Ok(parsed)
+}
+
+async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResponse {
+    let query = match parse_probe_query(request.uri().query().unwrap_or("")) {
+        Ok(query) => query,
+        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+    };
+    let config = state.config.current();
+    let module_name = query.module.as_deref().unwrap_or("http_2xx");
+    let Some(module) = config.modules.get(module_name) else {
+        state
+            .counters
+            .module_unknown
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(module = module_name, "Unknown module");
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Unknown module {module_name:?}\n"),
+        );
+    };
+    let header = request
+        .headers()
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .map(|value| value.to_str().unwrap_or("<not text>"));
+    let timeout = match probe::probe_timeout(module.timeout, header, state.timeout_offset) {
+        Ok(timeout) => timeout,
+        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+    };
+    let target = match query.target.as_deref() {
+        None | Some("") => return text(StatusCode::BAD_REQUEST, "Target parameter is missing\n"),
+        Some(target) => target,
+    };
+    if !module.is_icmp() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "prober {:?} is not supported by meshprobe (module {module_name:?}); only icmp modules can be probed\n",
+                module.prober
+            ),
+        );
+    }
+    if let Err(message) = resolve::check_target_syntax(target) {
+        return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
+    }
+    let mut log = ProbeLog::new(query.debug);
+    state
+        .counters
+        .probes_in_flight
+        .fetch_add(1, Ordering::Relaxed);
+    let outcome = probe::run_icmp_probe(&state.pinger, target, module, timeout, &mut log).await;
+    state
+        .counters
+        .probes_in_flight
+        .fetch_sub(1, Ordering::Relaxed);
+    state.counters.count_probe(outcome.success);
+    let metrics = probe::render(&outcome, state.probe_options);
+    if query.debug {
+        let module_yaml = crate::config::Config {
+            modules: [(module_name.to_string(), module.clone())].into(),
+        }
+        .to_yaml();
+        let body = format!(
+            "Logs for the probe:\n{}\n\n\n\nMetrics that would have been returned:\n{metrics}\n\n\n\nModule configuration:\n{module_yaml}",
+            log.lines().join("\n")
+        );
+        return text(StatusCode::OK, body);
+    }
+    with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE)
+}
+
+fn landing_page(state: &AppState) -> String {
+    let config = state.config.current();
+    let modules: String = config
+        .modules
+        .iter()
+        .map(|(name, module)| {
+            format!(
+                "<li><code>{}</code> ({})</li>",
+                html_escape(name),
+                html_escape(&module.prober)
+            )
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>meshprobe</title></head><body>\
+         <h1>meshprobe</h1><p>blackbox_exporter-compatible ICMP exporter, version {}</p>\
+         <ul><li><a href=\"probe?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
+         <li><a href=\"metrics\">Metrics</a></li><li><a href=\"config\">Configuration</a></li>\
+         <li><a href=\"-/healthy\">Health</a></li></ul>\
+         <h2>Modules from {}</h2><ul>{modules}</ul></body></html>\n",
+        env!("CARGO_PKG_VERSION"),
+        html_escape(&state.config.source_name()),
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_catches_garbage() {
+        assert_eq!(
+            parse_probe_query("target=198.18.0.1&module=icmp&debug=true"),
+            Ok(ProbeQuery {
+                target: Some("198.18.0.1".into()),
+                module: Some("icmp".into()),
+                debug: true
+            })
+        );
+        assert!(parse_probe_query("target=a&target=b").is_err());
+        assert!(parse_probe_query("target=a&target=a").is_ok());
+        assert!(parse_probe_query("debug=yes").is_err());
+        assert!(parse_probe_query("%%%&&==").is_ok());
+        assert_eq!(
+            parse_probe_query("target=fe80%3A%3A1%25eth0").map(|q| q.target),
+            Ok(Some("fe80::1%eth0".into()))
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9115").map(|a| a[0].port()), Ok(9115));
+        assert_eq!(
+            parse_listen_address("127.0.0.1:80").map(|a| a[0].to_string()),
+            Ok("127.0.0.1:80".into())
+        );
+        assert!(parse_listen_address(":x").is_err());
+        assert!(parse_listen_address("nohostport").is_err());
+    }
+}

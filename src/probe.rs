@@ -1,0 +1,571 @@
+//! blackbox_exporter `/probe` semantics for the `icmp` prober: resolve → setup → rtt.
+//!
+//! Owns the probe timeout rule, the order of phases, the mapping from an engine result to
+//! blackbox's metric values, meshprobe's extra per-probe families, and the per-probe log that
+//! `debug=true` returns. It does no HTTP and opens no sockets itself (the [`Pinger`] does).
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{IpProtocol, Module};
+use crate::expo::{self, MetricType};
+use crate::icmp::{Answer, EchoFailure, EchoRequest, Family, Pinger, SocketKind};
+use crate::resolve;
+
+/// Timeout when Prometheus sends no `X-Prometheus-Scrape-Timeout-Seconds` header.
+const DEFAULT_SCRAPE_TIMEOUT_SECONDS: f64 = 120.0;
+
+/// blackbox's `getTimeout`: min(module timeout, scrape timeout − offset), with its quirks.
+pub fn probe_timeout(
+    module_timeout: Duration,
+    scrape_timeout_header: Option<&str>,
+    offset_seconds: f64,
+) -> Result<Duration, String> {
+    let mut scrape = match scrape_timeout_header {
+        Some(text) => text.trim().parse::<f64>().map_err(|e| {
+            format!("Failed to parse timeout from Prometheus header: {e} ({text:?})")
+        })?,
+        None => 0.0,
+    };
+    if !scrape.is_finite() || scrape < 0.0 {
+        return Err(format!(
+            "Failed to parse timeout from Prometheus header: {scrape} is not a valid timeout"
+        ));
+    }
+    if scrape == 0.0 {
+        scrape = DEFAULT_SCRAPE_TIMEOUT_SECONDS;
+    }
+    let max = scrape - offset_seconds;
+    let module = module_timeout.as_secs_f64();
+    let seconds = if (module > 0.0 && module < max) || max < 0.0 {
+        module
+    } else {
+        max
+    };
+    Ok(Duration::from_secs_f64(seconds.max(0.0)))
+}
+
+/// Why an ICMP probe failed; the `reason` label of `probe_icmp_failure_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    Resolution,
+    SourceAddress,
+    Socket,
+    Send,
+    IcmpError,
+    Timeout,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Resolution => "resolution",
+            FailureReason::SourceAddress => "source_address",
+            FailureReason::Socket => "socket",
+            FailureReason::Send => "send",
+            FailureReason::IcmpError => "icmp_error",
+            FailureReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// An ICMP error that answered the probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReceivedIcmpError {
+    pub kind: &'static str,
+    pub code: u8,
+    pub from: Option<IpAddr>,
+}
+
+/// Everything a `/probe` response reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOutcome {
+    pub success: bool,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub dns_lookup: Duration,
+    pub resolve: Duration,
+    pub setup: Duration,
+    pub rtt: Option<Duration>,
+    pub hop_limit: Option<u8>,
+    /// 4 or 6; 0 when resolution failed.
+    pub ip_protocol: u8,
+    pub ip_addr_hash: u32,
+    pub failure: Option<FailureReason>,
+    pub icmp_error: Option<ReceivedIcmpError>,
+    pub kernel_timestamp: Option<bool>,
+    pub socket_kind: Option<SocketKind>,
+}
+
+/// The per-probe log returned by `debug=true`, in blackbox's logfmt style.
+#[derive(Debug, Default)]
+pub struct ProbeLog {
+    capture: bool,
+    lines: Vec<String>,
+}
+
+impl ProbeLog {
+    pub fn new(capture: bool) -> ProbeLog {
+        ProbeLog {
+            capture,
+            lines: Vec::new(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        level: tracing::Level,
+        message: &str,
+        fields: &[(&str, &dyn std::fmt::Display)],
+    ) {
+        let mut rendered = String::new();
+        for (key, value) in fields {
+            let value = value.to_string();
+            if value.is_empty() || value.contains([' ', '"', '=']) {
+                let _ = write!(rendered, " {key}={value:?}");
+            } else {
+                let _ = write!(rendered, " {key}={value}");
+            }
+        }
+        match level {
+            tracing::Level::ERROR => {
+                tracing::error!(target: "meshprobe::probe", "{message}{rendered}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "meshprobe::probe", "{message}{rendered}")
+            }
+            _ => tracing::debug!(target: "meshprobe::probe", "{message}{rendered}"),
+        }
+        if self.capture {
+            let level = level.as_str().to_ascii_lowercase();
+            self.lines
+                .push(format!("level={level} msg={message:?}{rendered}"));
+        }
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+}
+
+/// Settings that come from flags rather than the module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbeOptions {
+    /// Export `rtt` = 0 on failure exactly like blackbox, instead of omitting the sample.
+    pub rtt_zero_on_failure: bool,
+}
+
+/// Runs one blackbox-style ICMP probe against `target`.
+pub async fn run_icmp_probe(
+    pinger: &Pinger,
+    target: &str,
+    module: &Module,
+    timeout: Duration,
+    log: &mut ProbeLog,
+) -> ProbeOutcome {
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + timeout);
+    let mut outcome = ProbeOutcome {
+        success: false,
+        duration: Duration::ZERO,
+        timeout,
+        dns_lookup: Duration::ZERO,
+        resolve: Duration::ZERO,
+        setup: Duration::ZERO,
+        rtt: None,
+        hop_limit: None,
+        ip_protocol: 0,
+        ip_addr_hash: 0,
+        failure: None,
+        icmp_error: None,
+        kernel_timestamp: None,
+        socket_kind: None,
+    };
+    let settings = &module.icmp;
+    let protocol = match settings.preferred_ip_protocol {
+        IpProtocol::Ip4 => "ip4",
+        IpProtocol::Ip6 => "ip6",
+    };
+    log.record(
+        tracing::Level::DEBUG,
+        "Resolving target address",
+        &[("target", &target), ("ip_protocol", &protocol)],
+    );
+    let resolution = tokio::time::timeout_at(
+        deadline,
+        resolve::resolve(
+            target,
+            settings.preferred_ip_protocol,
+            settings.ip_protocol_fallback,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| Err(format!("lookup {target}: timed out")));
+    outcome.dns_lookup = start.elapsed();
+    let resolved = match resolution {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            log.record(
+                tracing::Level::ERROR,
+                "Error resolving address",
+                &[("err", &error)],
+            );
+            return finish(outcome, FailureReason::Resolution, start, log);
+        }
+    };
+    outcome.resolve = outcome.dns_lookup;
+    let family = Family::of(&resolved.address);
+    outcome.ip_protocol = family.protocol_number();
+    outcome.ip_addr_hash = resolve::address_hash(resolved.address);
+    log.record(
+        tracing::Level::DEBUG,
+        "Resolved target address",
+        &[("target", &target), ("ip", &resolved.address)],
+    );
+
+    if let Some(source) = settings.source_ip_address {
+        log.record(
+            tracing::Level::DEBUG,
+            "Using source address",
+            &[("srcIP", &source)],
+        );
+        if Family::of(&source) != family {
+            let error = format!("source_ip_address {source} is not of the target's address family");
+            log.record(
+                tracing::Level::ERROR,
+                "Error listening to socket",
+                &[("err", &error)],
+            );
+            return finish(outcome, FailureReason::SourceAddress, start, log);
+        }
+    }
+    let dont_fragment = settings.dont_fragment && family == Family::V4;
+    let ttl = match (settings.ttl, dont_fragment) {
+        (0, true) => Some(64),
+        (0, false) => None,
+        (ttl, _) => Some(ttl),
+    };
+    let request = EchoRequest {
+        destination: resolved.address,
+        scope_id: resolved.scope_id,
+        source: settings.source_ip_address,
+        ttl,
+        dont_fragment,
+        payload_size: settings.payload_size,
+    };
+    let result = pinger.echo(&request, deadline).await;
+    outcome.socket_kind = result.socket_kind;
+    log.record(
+        tracing::Level::DEBUG,
+        "Creating ICMP packet",
+        &[("seq", &result.seq), ("id", &result.id)],
+    );
+    match result.outcome {
+        Ok(Answer::Echo {
+            rtt,
+            hop_limit,
+            kernel_timestamp,
+        }) => {
+            outcome.setup = result.setup;
+            outcome.rtt = Some(rtt);
+            outcome.hop_limit = hop_limit;
+            outcome.kernel_timestamp = Some(kernel_timestamp);
+            outcome.success = true;
+            log.record(
+                tracing::Level::DEBUG,
+                "Found matching reply packet",
+                &[("rtt_seconds", &rtt.as_secs_f64())],
+            );
+            outcome.duration = start.elapsed();
+            log.record(
+                tracing::Level::DEBUG,
+                "Probe succeeded",
+                &[("duration_seconds", &outcome.duration.as_secs_f64())],
+            );
+            outcome
+        }
+        Ok(Answer::IcmpError {
+            kind,
+            icmp_type,
+            code,
+            from,
+        }) => {
+            outcome.setup = result.setup;
+            outcome.icmp_error = Some(ReceivedIcmpError {
+                kind: kind.as_str(),
+                code,
+                from,
+            });
+            let from_text = from.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+            log.record(
+                tracing::Level::WARN,
+                "ICMP error received instead of an echo reply",
+                &[
+                    ("type", &kind.as_str()),
+                    ("icmp_type", &icmp_type),
+                    ("code", &code),
+                    ("from", &from_text),
+                ],
+            );
+            finish(outcome, FailureReason::IcmpError, start, log)
+        }
+        Err(EchoFailure::Socket(error)) => {
+            log.record(
+                tracing::Level::ERROR,
+                "Error listening to socket",
+                &[("err", &error)],
+            );
+            finish(outcome, FailureReason::Socket, start, log)
+        }
+        Err(EchoFailure::Send(error)) => {
+            outcome.setup = result.setup;
+            log.record(
+                tracing::Level::WARN,
+                "Error writing to socket",
+                &[("err", &error)],
+            );
+            finish(outcome, FailureReason::Send, start, log)
+        }
+        Err(EchoFailure::Timeout) => {
+            outcome.setup = result.setup;
+            log.record(
+                tracing::Level::WARN,
+                "Timeout reading from socket",
+                &[("timeout_seconds", &timeout.as_secs_f64())],
+            );
+            finish(outcome, FailureReason::Timeout, start, log)
+        }
+    }
+}
+
+fn finish(
+    mut outcome: ProbeOutcome,
+    reason: FailureReason,
+    start: Instant,
+    log: &mut ProbeLog,
+) -> ProbeOutcome {
+    outcome.failure = Some(reason);
+    outcome.duration = start.elapsed();
+    log.record(
+        tracing::Level::ERROR,
+        "Probe failed",
+        &[
+            ("duration_seconds", &outcome.duration.as_secs_f64()),
+            ("reason", &reason.as_str()),
+        ],
+    );
+    outcome
+}
+
+/// Renders the `/probe` response body: blackbox's families plus meshprobe's, sorted by name.
+pub fn render(outcome: &ProbeOutcome, options: ProbeOptions) -> String {
+    let mut out = String::with_capacity(2048);
+    expo::single(
+        &mut out,
+        "probe_dns_lookup_time_seconds",
+        "Returns the time taken for probe dns lookup in seconds",
+        MetricType::Gauge,
+        outcome.dns_lookup.as_secs_f64(),
+    );
+    expo::single(
+        &mut out,
+        "probe_duration_seconds",
+        "Returns how long the probe took to complete in seconds",
+        MetricType::Gauge,
+        outcome.duration.as_secs_f64(),
+    );
+    expo::family(
+        &mut out,
+        "probe_icmp_duration_seconds",
+        "Duration of icmp request by phase",
+        MetricType::Gauge,
+    );
+    expo::sample(
+        &mut out,
+        "probe_icmp_duration_seconds",
+        &[("phase", "resolve")],
+        outcome.resolve.as_secs_f64(),
+    );
+    match outcome.rtt {
+        Some(rtt) => expo::sample(
+            &mut out,
+            "probe_icmp_duration_seconds",
+            &[("phase", "rtt")],
+            rtt.as_secs_f64(),
+        ),
+        None if options.rtt_zero_on_failure => expo::sample(
+            &mut out,
+            "probe_icmp_duration_seconds",
+            &[("phase", "rtt")],
+            0.0,
+        ),
+        None => {}
+    }
+    expo::sample(
+        &mut out,
+        "probe_icmp_duration_seconds",
+        &[("phase", "setup")],
+        outcome.setup.as_secs_f64(),
+    );
+    if let Some(error) = &outcome.icmp_error {
+        let from = error.from.map(|a| a.to_string()).unwrap_or_default();
+        let code = error.code.to_string();
+        expo::family(
+            &mut out,
+            "probe_icmp_error_info",
+            "ICMP error that answered the probe instead of an echo reply: its type, code and sender",
+            MetricType::Gauge,
+        );
+        expo::sample(
+            &mut out,
+            "probe_icmp_error_info",
+            &[("code", &code), ("from", &from), ("type", error.kind)],
+            1.0,
+        );
+    }
+    if let Some(reason) = outcome.failure {
+        expo::family(
+            &mut out,
+            "probe_icmp_failure_reason",
+            "Why the ICMP probe failed (present only on failure)",
+            MetricType::Gauge,
+        );
+        expo::sample(
+            &mut out,
+            "probe_icmp_failure_reason",
+            &[("reason", reason.as_str())],
+            1.0,
+        );
+    }
+    if let Some(kernel) = outcome.kernel_timestamp {
+        expo::single(
+            &mut out,
+            "probe_icmp_kernel_timestamp",
+            "Whether the rtt phase was measured with a kernel receive timestamp (1) or the user-space clock (0)",
+            MetricType::Gauge,
+            if kernel { 1.0 } else { 0.0 },
+        );
+    }
+    if let (true, Some(hop_limit)) = (outcome.success, outcome.hop_limit) {
+        expo::single(
+            &mut out,
+            "probe_icmp_reply_hop_limit",
+            "Replied packet hop limit (TTL for ipv4)",
+            MetricType::Gauge,
+            f64::from(hop_limit),
+        );
+    }
+    expo::single(
+        &mut out,
+        "probe_ip_addr_hash",
+        "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+        MetricType::Gauge,
+        f64::from(outcome.ip_addr_hash),
+    );
+    expo::single(
+        &mut out,
+        "probe_ip_protocol",
+        "Specifies whether probe ip protocol is IP4 or IP6",
+        MetricType::Gauge,
+        f64::from(outcome.ip_protocol),
+    );
+    expo::single(
+        &mut out,
+        "probe_success",
+        "Displays whether or not the probe was a success",
+        MetricType::Gauge,
+        if outcome.success { 1.0 } else { 0.0 },
+    );
+    expo::single(
+        &mut out,
+        "probe_timeout_seconds",
+        "Returns how long the probe timeout is in seconds",
+        MetricType::Gauge,
+        outcome.timeout.as_secs_f64(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_table_from_blackbox_handler_test() {
+        let cases = [
+            (0.0, Some("15"), 0.5, 14.5),
+            (0.0, Some("15"), 0.0, 15.0),
+            (20.0, Some("15"), 0.5, 14.5),
+            (5.0, Some("15"), 0.5, 5.0),
+            (10.0, None, 0.5, 10.0),
+            (10.0, Some("10"), 0.5, 9.5),
+            (9.5, None, 1.0, 9.5),
+            (0.0, None, 0.5, 119.5),
+            (0.0, None, 0.0, 120.0),
+        ];
+        for (module, header, offset, expected) in cases {
+            let got =
+                probe_timeout(Duration::from_secs_f64(module), header, offset).expect("valid");
+            assert_eq!(got.as_secs_f64(), expected, "{module} {header:?} {offset}");
+        }
+        assert!(probe_timeout(Duration::ZERO, Some("abc"), 0.5).is_err());
+        assert!(probe_timeout(Duration::ZERO, Some("-3"), 0.5).is_err());
+        assert_eq!(
+            probe_timeout(Duration::ZERO, Some("0.3"), 0.5),
+            Ok(Duration::ZERO)
+        );
+    }
+
+    fn sample_outcome(success: bool) -> ProbeOutcome {
+        ProbeOutcome {
+            success,
+            duration: Duration::from_micros(412),
+            timeout: Duration::from_secs_f64(119.5),
+            dns_lookup: Duration::from_micros(12),
+            resolve: Duration::from_micros(12),
+            setup: Duration::from_micros(98),
+            rtt: success.then_some(Duration::from_micros(101)),
+            hop_limit: Some(64),
+            ip_protocol: 4,
+            ip_addr_hash: 3_668_918_509,
+            failure: (!success).then_some(FailureReason::Timeout),
+            icmp_error: None,
+            kernel_timestamp: success.then_some(true),
+            socket_kind: Some(SocketKind::Raw),
+        }
+    }
+
+    #[test]
+    fn success_render_matches_blackbox_layout() {
+        let text = render(&sample_outcome(true), ProbeOptions::default());
+        assert!(text.contains("probe_icmp_duration_seconds{phase=\"rtt\"} 0.000101\n"));
+        assert!(text.contains("probe_ip_addr_hash 3.668918509e+09\n"));
+        assert!(text.contains("probe_icmp_reply_hop_limit 64\n"));
+        assert!(text.contains("probe_timeout_seconds 119.5\n"));
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "families must be sorted like client_golang");
+    }
+
+    #[test]
+    fn failure_render_omits_rtt_unless_compat_flag() {
+        let outcome = sample_outcome(false);
+        let text = render(&outcome, ProbeOptions::default());
+        assert!(!text.contains("phase=\"rtt\""));
+        assert!(!text.contains("probe_icmp_reply_hop_limit"));
+        assert!(text.contains("probe_icmp_failure_reason{reason=\"timeout\"} 1\n"));
+        let compat = render(
+            &outcome,
+            ProbeOptions {
+                rtt_zero_on_failure: true,
+            },
+        );
+        assert!(compat.contains("probe_icmp_duration_seconds{phase=\"rtt\"} 0\n"));
+    }
+}

@@ -1,0 +1,284 @@
+//! The exporter's own `/metrics`: config reload state, unknown modules, probe counts, engine
+//! packet counters, build info and process metrics.
+//!
+//! Owns the names and help strings of meshprobe's own families (blackbox's exporter metrics
+//! under a `meshprobe_` prefix) and reading `/proc/self` for `process_*`. Values come from
+//! [`ExporterCounters`], the config store and the engine's [`crate::icmp::stats::EngineStats`].
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::expo::{self, MetricType};
+use crate::http::AppState;
+use crate::icmp::Family;
+use crate::icmp::stats::{ICMP_ERROR_KINDS, RejectReason};
+
+/// Counters the HTTP layer keeps.
+#[derive(Debug, Default)]
+pub struct ExporterCounters {
+    pub module_unknown: AtomicU64,
+    pub probes_in_flight: AtomicI64,
+    probes_succeeded: AtomicU64,
+    probes_failed: AtomicU64,
+}
+
+impl ExporterCounters {
+    pub fn count_probe(&self, success: bool) {
+        let counter = if success {
+            &self.probes_succeeded
+        } else {
+            &self.probes_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Renders `/metrics`.
+pub fn render(state: &AppState) -> String {
+    let mut out = String::with_capacity(4096);
+    let counters = &state.counters;
+    let engine = state.pinger.stats();
+    expo::family(
+        &mut out,
+        "meshprobe_build_info",
+        "A metric with a constant '1' value labeled by version and the Rust target from which meshprobe was built.",
+        MetricType::Gauge,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_build_info",
+        &[
+            ("arch", std::env::consts::ARCH),
+            ("os", std::env::consts::OS),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1.0,
+    );
+    expo::single(
+        &mut out,
+        "meshprobe_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload.",
+        MetricType::Gauge,
+        state.config.last_success_timestamp(),
+    );
+    expo::single(
+        &mut out,
+        "meshprobe_config_last_reload_successful",
+        "meshprobe config loaded successfully.",
+        MetricType::Gauge,
+        if state.config.last_reload_successful() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    expo::family(
+        &mut out,
+        "meshprobe_icmp_errors_received_total",
+        "ICMP errors that answered one of our probes, by type.",
+        MetricType::Counter,
+    );
+    for kind in ICMP_ERROR_KINDS {
+        expo::sample(
+            &mut out,
+            "meshprobe_icmp_errors_received_total",
+            &[("type", kind.as_str())],
+            engine.icmp_errors(kind) as f64,
+        );
+    }
+    expo::single(
+        &mut out,
+        "meshprobe_module_unknown_total",
+        "Count of unknown modules requested by probes",
+        MetricType::Counter,
+        counters.module_unknown.load(Ordering::Relaxed) as f64,
+    );
+    expo::family(
+        &mut out,
+        "meshprobe_packets_received_total",
+        "ICMP packets received on the shared sockets, before matching.",
+        MetricType::Counter,
+    );
+    for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
+        expo::sample(
+            &mut out,
+            "meshprobe_packets_received_total",
+            &[("ip_protocol", label)],
+            engine.received(family) as f64,
+        );
+    }
+    expo::family(
+        &mut out,
+        "meshprobe_packets_sent_total",
+        "ICMP echo requests sent.",
+        MetricType::Counter,
+    );
+    for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
+        expo::sample(
+            &mut out,
+            "meshprobe_packets_sent_total",
+            &[("ip_protocol", label)],
+            engine.sent(family) as f64,
+        );
+    }
+    expo::single(
+        &mut out,
+        "meshprobe_probes_in_flight",
+        "Probes currently waiting for an answer.",
+        MetricType::Gauge,
+        counters.probes_in_flight.load(Ordering::Relaxed) as f64,
+    );
+    expo::family(
+        &mut out,
+        "meshprobe_probes_total",
+        "Probes run through /probe, by result.",
+        MetricType::Counter,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_probes_total",
+        &[("result", "failure")],
+        counters.probes_failed.load(Ordering::Relaxed) as f64,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_probes_total",
+        &[("result", "success")],
+        counters.probes_succeeded.load(Ordering::Relaxed) as f64,
+    );
+    expo::single(
+        &mut out,
+        "meshprobe_replies_matched_total",
+        "Echo replies accepted as the answer to a waiting probe.",
+        MetricType::Counter,
+        engine.matched() as f64,
+    );
+    expo::family(
+        &mut out,
+        "meshprobe_replies_rejected_total",
+        "Received ICMP packets not accepted as the answer to any probe, by reason.",
+        MetricType::Counter,
+    );
+    for reason in RejectReason::ALL {
+        expo::sample(
+            &mut out,
+            "meshprobe_replies_rejected_total",
+            &[("reason", reason.as_str())],
+            engine.rejected(reason) as f64,
+        );
+    }
+    expo::family(
+        &mut out,
+        "meshprobe_socket_errors_total",
+        "ICMP socket errors, by operation.",
+        MetricType::Counter,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_socket_errors_total",
+        &[("operation", "open")],
+        engine.socket_open_errors() as f64,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_socket_errors_total",
+        &[("operation", "receive")],
+        engine.receive_errors() as f64,
+    );
+    expo::sample(
+        &mut out,
+        "meshprobe_socket_errors_total",
+        &[("operation", "send")],
+        engine.send_errors() as f64,
+    );
+    expo::family(
+        &mut out,
+        "meshprobe_sockets_open",
+        "Shared ICMP sockets open, by address family and kind (dgram = unprivileged ping socket).",
+        MetricType::Gauge,
+    );
+    for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
+        let (dgram, raw) = engine.sockets_open(family);
+        expo::sample(
+            &mut out,
+            "meshprobe_sockets_open",
+            &[("ip_protocol", label), ("kind", "dgram")],
+            dgram as f64,
+        );
+        expo::sample(
+            &mut out,
+            "meshprobe_sockets_open",
+            &[("ip_protocol", label), ("kind", "raw")],
+            raw as f64,
+        );
+    }
+    render_process(&mut out);
+    out
+}
+
+/// `process_*` metrics as client_golang's process collector exports them.
+fn render_process(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+        expo::single(
+            out,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            MetricType::Counter,
+            (utime + stime) / ticks,
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        expo::single(
+            out,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            MetricType::Gauge,
+            entries.count() as f64,
+        );
+    }
+    if let Some(rss_pages) = field(21) {
+        expo::single(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            MetricType::Gauge,
+            rss_pages * page,
+        );
+    }
+    if let (Some(start_ticks), Some(boot)) = (field(19), boot_time()) {
+        expo::single(
+            out,
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            MetricType::Gauge,
+            boot + start_ticks / ticks,
+        );
+    }
+    if let Some(vsize) = field(20) {
+        expo::single(
+            out,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            MetricType::Gauge,
+            vsize,
+        );
+    }
+}
+
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|value| value.trim().parse().ok())
+}
