@@ -1,0 +1,539 @@
+//! Test support: a namespace test network, the real meshprobe binary running inside it, and a
+//! small HTTP client and metrics parser that work from inside a namespace.
+//!
+//! Every packet a test sends stays inside namespaces created here, addressed from 198.18.0.0/15
+//! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. When namespaces cannot be
+//! created, tests fail under `CI=true` and skip with a message elsewhere.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `ip` with `args`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// True when this process can build namespace networks. In CI a missing capability fails the
+/// test; elsewhere the test is skipped with a message saying how to run it.
+pub fn namespaces_available() -> bool {
+    let probe_name = format!("mpt-check-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe_name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &probe_name])
+            .status();
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "CI=true but network namespaces cannot be created: run the tests as root with iproute2 installed"
+        );
+    }
+    eprintln!(
+        "SKIPPED: this test needs root and iproute2 to create network namespaces; run `sudo -E cargo test` or `.ci/run`"
+    );
+    false
+}
+
+/// Skips the calling test (returns) when namespaces are unavailable outside CI.
+#[macro_export]
+macro_rules! require_namespaces {
+    () => {
+        if !support::namespaces_available() {
+            return;
+        }
+    };
+}
+
+/// A network namespace that is deleted on drop, with its /etc/netns files.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(role: &str) -> Namespace {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!("mpt-{}-{id}-{role}", std::process::id());
+        ip(&["netns", "add", &name]);
+        let namespace = Namespace { name };
+        namespace.exec("ip", &["link", "set", "lo", "up"]);
+        namespace.sysctl("net.ipv4.icmp_ratelimit", "0");
+        namespace.sysctl("net.ipv6.icmp.ratelimit", "0");
+        // No duplicate address detection: link-local addresses are usable at once.
+        namespace.sysctl("net.ipv6.conf.default.accept_dad", "0");
+        namespace.sysctl("net.ipv6.conf.all.accept_dad", "0");
+        namespace
+    }
+
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]);
+    }
+
+    /// Runs `ip -batch` inside the namespace with the given lines.
+    pub fn ip_batch(&self, lines: &str) {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn ip -batch");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(lines.as_bytes())
+            .expect("write batch");
+        assert!(
+            child.wait().expect("ip -batch").success(),
+            "ip -batch failed"
+        );
+    }
+
+    /// Writes /etc/netns/<name>/<file>, which `ip netns exec` bind-mounts over /etc/<file>.
+    pub fn etc_file(&self, file: &str, content: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns dir");
+        std::fs::write(dir.join(file), content).expect("write /etc/netns file");
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it opens live here).
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_namespace(&self.name, f)
+    }
+}
+
+/// Runs `f` on a new thread that has entered the named namespace.
+pub fn in_namespace<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).expect("open netns file");
+        // SAFETY: setns affects this thread only; the fd is a valid namespace file.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns failed: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
+    }
+}
+
+/// Creates a veth pair between two namespaces with the given interface names.
+pub fn veth(a: &Namespace, a_if: &str, b: &Namespace, b_if: &str) {
+    ip(&[
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    a.exec("ip", &["link", "set", a_if, "up"]);
+    b.exec("ip", &["link", "set", b_if, "up"]);
+}
+
+/// The standard test network:
+///
+/// ```text
+///  prober (198.18.0.1, 2001:2::1) --p0/r0-- router (198.18.0.254, 2001:2::fe)
+///  router (198.18.1.254, 2001:2:0:1::fe) --r1/t0 (MTU 1280)-- target (198.18.1.1, 2001:2:0:1::1,
+///                                                               198.18.4.0/22 answering)
+/// ```
+/// The router also has an `unreachable` route for 198.18.8.0/24 and 2001:2:0:8::/64 (it answers
+/// with ICMP destination unreachable) and a `blackhole` route for 198.18.9.0/24 and
+/// 2001:2:0:9::/64 (silence).
+pub struct TestNet {
+    pub prober: Namespace,
+    pub router: Namespace,
+    pub target: Namespace,
+}
+
+pub const TARGET_V4: &str = "198.18.1.1";
+pub const TARGET_V6: &str = "2001:2:0:1::1";
+pub const UNREACHABLE_V4: &str = "198.18.8.1";
+pub const UNREACHABLE_V6: &str = "2001:2:0:8::1";
+pub const SILENT_V4: &str = "198.18.9.1";
+pub const SILENT_V6: &str = "2001:2:0:9::1";
+pub const PROBER_SECOND_V4: &str = "198.18.0.2";
+
+impl TestNet {
+    pub fn new() -> TestNet {
+        let prober = Namespace::new("p");
+        let router = Namespace::new("r");
+        let target = Namespace::new("t");
+        veth(&prober, "p0", &router, "r0");
+        veth(&router, "r1", &target, "t0");
+        router.sysctl("net.ipv4.ip_forward", "1");
+        router.sysctl("net.ipv6.conf.all.forwarding", "1");
+        router.exec("ip", &["link", "set", "r1", "mtu", "1280"]);
+        target.exec("ip", &["link", "set", "t0", "mtu", "1280"]);
+        prober.ip_batch(
+            "addr add 198.18.0.1/24 dev p0\naddr add 198.18.0.2/24 dev p0\n\
+             addr add 2001:2::1/64 dev p0 nodad\n\
+             route add default via 198.18.0.254\nroute add default via 2001:2::fe\n",
+        );
+        router.ip_batch(
+            "addr add 198.18.0.254/24 dev r0\naddr add 2001:2::fe/64 dev r0 nodad\n\
+             addr add 198.18.1.254/24 dev r1\naddr add 2001:2:0:1::fe/64 dev r1 nodad\n\
+             route add 198.18.4.0/22 via 198.18.1.1\n\
+             route add unreachable 198.18.8.0/24\nroute add blackhole 198.18.9.0/24\n\
+             route add unreachable 2001:2:0:8::/64\nroute add blackhole 2001:2:0:9::/64\n",
+        );
+        target.ip_batch(
+            "addr add 198.18.1.1/24 dev t0\naddr add 2001:2:0:1::1/64 dev t0 nodad\n\
+             route add default via 198.18.1.254\nroute add default via 2001:2:0:1::fe\n",
+        );
+        // Names for resolution tests, and a resolver address that answers nothing but ICMP
+        // port unreachable, so lookups of unknown names fail fast without leaving the namespaces.
+        prober.etc_file(
+            "hosts",
+            "127.0.0.1 localhost\n198.18.1.1 peer-v4.test\n2001:2:0:1::1 peer-v6.test\n\
+             198.18.1.1 peer-dual.test\n2001:2:0:1::1 peer-dual.test\n",
+        );
+        prober.etc_file(
+            "resolv.conf",
+            "nameserver 198.18.0.254\noptions timeout:1 attempts:1\n",
+        );
+        let net = TestNet {
+            prober,
+            router,
+            target,
+        };
+        net.wait_for_ipv6();
+        net
+    }
+
+    /// Adds `count` addresses from 198.18.4.0/22 to the target (for the concurrency test).
+    pub fn add_target_addresses(&self, count: usize) -> Vec<String> {
+        let addresses: Vec<String> = (0..count)
+            .map(|i| format!("198.18.{}.{}", 4 + (i + 1) / 256, (i + 1) % 256))
+            .collect();
+        let batch: String = addresses
+            .iter()
+            .map(|a| format!("addr add {a}/32 dev t0\n"))
+            .collect();
+        self.target.ip_batch(&batch);
+        addresses
+    }
+
+    fn wait_for_ipv6(&self) {
+        // `nodad` addresses are usable at once; routes need the links up, which they are.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The real meshprobe binary, running inside a namespace; killed (by PID) on drop.
+pub struct Exporter {
+    pub child: Child,
+    pub namespace: String,
+    pub port: u16,
+    pub stderr_path: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_meshprobe")
+}
+
+impl Exporter {
+    /// Starts `meshprobe` with `args` plus a listen address, and waits until it answers.
+    pub fn start(namespace: &Namespace, args: &[&str]) -> Exporter {
+        Self::start_program(namespace, binary(), args, 9115)
+    }
+
+    pub fn start_program(
+        namespace: &Namespace,
+        program: &str,
+        args: &[&str],
+        port: u16,
+    ) -> Exporter {
+        let listen = format!("127.0.0.1:{port}");
+        let stderr_path = std::env::temp_dir().join(format!("{}-{port}.log", namespace.name));
+        let stderr = File::create(&stderr_path).expect("create log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &namespace.name, program])
+            .args(args)
+            .arg(format!("--web.listen-address={listen}"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start exporter");
+        let exporter = Exporter {
+            child,
+            namespace: namespace.name.clone(),
+            port,
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if exporter
+                .try_get("/-/healthy", &[])
+                .is_ok_and(|r| r.status == 200)
+            {
+                return exporter;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "exporter did not start: {}",
+                exporter.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[])
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request("GET", path, headers)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn post(&self, path: &str) -> HttpResponse {
+        self.request("POST", path, &[])
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.log()))
+    }
+
+    fn try_get(&self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+        self.request("GET", path, headers)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<HttpResponse> {
+        let port = self.port;
+        let request = build_request(method, path, headers);
+        in_namespace(&self.namespace, move || http_exchange(port, &request))
+    }
+
+    /// Sends SIGHUP (to our own child's PID).
+    pub fn sighup(&self) {
+        // `ip netns exec` execs the program, so the child's PID is the exporter's.
+        // SAFETY: kill on a PID we spawned and still own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.get("/metrics").body)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+/// A response from the exporter.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// One HTTP/1.1 exchange with `Connection: close` on 127.0.0.1:`port`.
+pub fn http_exchange(port: u16, request: &str) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("malformed response: {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(HttpResponse {
+        status,
+        headers: head.to_string(),
+        body,
+    })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A parsed text exposition: samples by full series name, plus HELP and TYPE per family.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    pub samples: BTreeMap<String, f64>,
+    pub help: BTreeMap<String, String>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut metrics = Metrics::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                metrics.help.insert(name.into(), help.into());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                metrics.types.insert(name.into(), kind.into());
+            } else if !line.is_empty() && !line.starts_with('#') {
+                let (series, value) = line.rsplit_once(' ').expect("sample line");
+                let value = match value {
+                    "NaN" => f64::NAN,
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v
+                        .parse()
+                        .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+                };
+                metrics.samples.insert(series.into(), value);
+            }
+        }
+        metrics
+    }
+
+    /// The value of a series, panicking with the whole exposition if it is missing.
+    pub fn value(&self, series: &str) -> f64 {
+        *self
+            .samples
+            .get(series)
+            .unwrap_or_else(|| panic!("series {series} missing from {:#?}", self.samples))
+    }
+
+    pub fn has(&self, series: &str) -> bool {
+        self.samples.contains_key(series)
+    }
+
+    /// Label-name sets per family, e.g. {"probe_icmp_duration_seconds": {["phase"]}}.
+    pub fn label_names(&self) -> BTreeMap<String, std::collections::BTreeSet<Vec<String>>> {
+        let mut out: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
+        for series in self.samples.keys() {
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series.as_str(), ""),
+            };
+            let mut names: Vec<String> = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+                .collect();
+            names.sort();
+            out.entry(name.to_string()).or_default().insert(names);
+        }
+        out
+    }
+}
+
+/// FNV-1a 32 of an address, as blackbox's probe_ip_addr_hash (independent test implementation).
+pub fn fnv1a(address: std::net::IpAddr) -> f64 {
+    let bytes = match address {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut hash: u32 = 2_166_136_261;
+    for b in bytes {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(16_777_619);
+    }
+    f64::from(hash)
+}
+
+/// Writes a config file into a fresh temp dir and returns its path.
+pub fn write_config(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "meshprobe-test-{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("write config");
+    path
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
