@@ -12,13 +12,16 @@ const GOOD: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 2s\n  http
 const BROKEN: &str = "modules:\n  icmp:\n    prober: icmp\n    icmp:\n      payload_size: -5\n";
 const CHANGED: &str = "modules:\n  icmp:\n    prober: icmp\n  icmp_new:\n    prober: icmp\n";
 
+/// (path, headers, expected status, text the body must contain)
+type BadRequest<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+
 #[test]
 fn bad_probe_requests_get_4xx_with_a_reason() {
     require_namespaces!();
     let net = TestNet::new();
     let config = write_config("blackbox.yml", GOOD);
     let exporter = Exporter::start(&net.prober, &["--config.file", path_str(&config)]);
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    let cases: &[BadRequest] = &[
         (
             "/probe?module=icmp",
             &[],
