@@ -119,6 +119,19 @@ impl ProbeLog {
         message: &str,
         fields: &[(&str, &dyn std::fmt::Display)],
     ) {
+        let enabled = match level {
+            tracing::Level::ERROR => {
+                tracing::enabled!(target: "meshprobe::probe", tracing::Level::ERROR)
+            }
+            tracing::Level::WARN => {
+                tracing::enabled!(target: "meshprobe::probe", tracing::Level::WARN)
+            }
+            _ => tracing::enabled!(target: "meshprobe::probe", tracing::Level::DEBUG),
+        };
+        // Formatting costs more than the rest of a probe; skip it when nobody reads the line.
+        if !enabled && !self.capture {
+            return;
+        }
         let mut rendered = String::new();
         for (key, value) in fields {
             let value = value.to_string();
