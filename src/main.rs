@@ -49,9 +49,9 @@ struct Cli {
     /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
     #[arg(long = "compat.rtt-zero-on-failure")]
     rtt_zero_on_failure: bool,
-    /// Tokio worker threads (default: one per CPU).
-    #[arg(long = "runtime.worker-threads")]
-    worker_threads: Option<usize>,
+    /// Tokio worker threads. One thread serves about 60k probes/s; more only help on many cores.
+    #[arg(long = "runtime.worker-threads", default_value_t = 1)]
+    worker_threads: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,9 +88,7 @@ fn main() -> ExitCode {
     raise_open_file_limit();
     logging::init(cli.log_level, cli.log_prober, cli.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.worker_threads.filter(|t| *t > 0) {
-        builder.worker_threads(threads);
-    }
+    builder.worker_threads(cli.worker_threads.max(1));
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
