@@ -42,16 +42,22 @@ pub fn run(program: &str, args: &[&str]) -> String {
 /// True when this process can build namespace networks. In CI a missing capability fails the
 /// test; elsewhere the test is skipped with a message saying how to run it.
 pub fn namespaces_available() -> bool {
-    let probe_name = format!("mpt-check-{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &probe_name])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &probe_name])
-            .status();
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let available = *AVAILABLE.get_or_init(|| {
+        let probe_name = format!("mpt-check-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &probe_name])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &probe_name])
+                .status();
+        }
+        ok
+    });
+    if available {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
