@@ -211,6 +211,14 @@ pub fn render(state: &AppState) -> String {
             raw as f64,
         );
     }
+    let runtime = tokio::runtime::Handle::current().metrics();
+    expo::single(
+        &mut out,
+        "meshprobe_runtime_alive_tasks",
+        "Tasks alive in the async runtime (connections, probes, socket receivers).",
+        MetricType::Gauge,
+        runtime.num_alive_tasks() as f64,
+    );
     render_process(&mut out);
     out
 }

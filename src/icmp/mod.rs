@@ -3,10 +3,12 @@
 //!
 //! Callers use [`Pinger::echo`]; nothing outside this module touches a socket.
 
+mod demux;
 pub mod packet;
 pub mod pinger;
 pub mod socket;
 pub mod stats;
+mod table;
 
 pub use packet::{Family, IcmpErrorKind};
 pub use pinger::{

@@ -8,10 +8,8 @@
 //! formats; it only counts into [`EngineStats`].
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,9 +19,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-use super::packet::{self, Family, IcmpErrorKind, Received};
-use super::socket::{self, ReceiveBatch, SocketKey, SocketKind};
-use super::stats::{EngineStats, RejectReason};
+use super::demux;
+use super::packet::{self, Family, IcmpErrorKind};
+use super::socket::{self, SocketKey, SocketKind};
+use super::stats::EngineStats;
+use super::table::{PendingProbe, ProbeKey, ProbeTable};
 
 /// One echo request to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,34 +130,20 @@ pub struct EchoResult {
     pub outcome: Result<Answer, EchoFailure>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ProbeKey {
-    address: IpAddr,
-    id: u16,
-    seq: u16,
-}
-
-struct PendingProbe {
-    nonce: u64,
-    payload_size: usize,
-    sent_realtime_ns: i128,
-    sent_at: Instant,
-    answer: oneshot::Sender<Answer>,
-}
-
-struct SharedSocket {
-    key: SocketKey,
-    fd: AsyncFd<Socket>,
+/// One shared socket, its probe table and what its receiver needs to know.
+pub(super) struct SharedSocket {
+    pub(super) key: SocketKey,
+    pub(super) fd: AsyncFd<Socket>,
     /// Kernel-assigned echo id of a ping socket.
-    ident: Option<u16>,
-    pending: Mutex<HashMap<ProbeKey, PendingProbe>>,
-    largest_payload: AtomicUsize,
+    pub(super) ident: Option<u16>,
+    pub(super) probes: Mutex<ProbeTable>,
+    pub(super) largest_payload: AtomicUsize,
 }
 
 impl SharedSocket {
-    fn pending(&self) -> MutexGuard<'_, HashMap<ProbeKey, PendingProbe>> {
+    pub(super) fn probes(&self) -> MutexGuard<'_, ProbeTable> {
         // A panic while holding this lock cannot leave the map inconsistent, so recover it.
-        self.pending
+        self.probes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -171,7 +157,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.socket.pending().remove(&self.key);
+        self.socket.probes().abandon(&self.key);
     }
 }
 
@@ -240,9 +226,8 @@ impl Pinger {
         // Pick a sequence number no other waiting probe to this address uses, register the probe,
         // and take the send timestamp last, just before the system call.
         let mut packet_bytes = Vec::with_capacity(packet::ECHO_HEADER_LEN + 64);
-        let mut answer_tx = Some(answer_tx);
         let (key, setup, sent_at) = {
-            let mut pending = shared.pending();
+            let mut probes = shared.probes();
             let mut seq = self.next_sequence();
             let key = loop {
                 let key = ProbeKey {
@@ -250,7 +235,7 @@ impl Pinger {
                     id,
                     seq,
                 };
-                if !pending.contains_key(&key) {
+                if !probes.is_waiting(&key) {
                     break key;
                 }
                 seq = self.next_sequence();
@@ -265,15 +250,16 @@ impl Pinger {
             );
             let setup = setup_start.elapsed();
             let sent_at = Instant::now();
-            if let (Entry::Vacant(slot), Some(answer)) = (pending.entry(key), answer_tx.take()) {
-                slot.insert(PendingProbe {
+            probes.insert(
+                key,
+                PendingProbe {
                     nonce,
                     payload_size: request.payload_size,
                     sent_realtime_ns: socket::realtime_ns(),
                     sent_at,
-                    answer,
-                });
-            }
+                    answer: answer_tx,
+                },
+            );
             (key, setup, sent_at)
         };
         let guard = PendingGuard {
@@ -340,7 +326,7 @@ impl Pinger {
                 Err(error)
                     if shared.key.kind == SocketKind::Dgram
                         && async_error_retries > 0
-                        && is_async_icmp_errno(&error) =>
+                        && socket::is_async_icmp_errno(&error) =>
                 {
                     async_error_retries -= 1;
                     let _ = socket::take_socket_error(shared.fd.get_ref());
@@ -380,11 +366,14 @@ impl Pinger {
                 Ok(shared) => return Ok(shared),
                 Err(error) => {
                     tracing::debug!(%error, "Unable to do unprivileged listen on socket, will attempt privileged");
-                    self.inner
-                        .dgram_unavailable
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(family, Instant::now());
+                    // Remember only a lack of permission; a missing source address is not.
+                    if matches!(error.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                        self.inner
+                            .dgram_unavailable
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(family, Instant::now());
+                    }
                     dgram_error = Some(error);
                 }
             }
@@ -425,7 +414,7 @@ impl Pinger {
             key,
             fd,
             ident,
-            pending: Mutex::new(HashMap::new()),
+            probes: Mutex::new(ProbeTable::default()),
             largest_payload: AtomicUsize::new(packet::BLACKBOX_PAYLOAD.len()),
         });
         tracing::debug!(?key, ident, "opened shared ICMP socket");
@@ -433,266 +422,10 @@ impl Pinger {
         self.inner
             .stats
             .count_socket_opened(key.family, key.kind == SocketKind::Raw);
-        tokio::spawn(receive_loop(
+        tokio::spawn(demux::receive_loop(
             Arc::clone(&shared),
             Arc::clone(&self.inner.stats),
         ));
         Ok(shared)
     }
-}
-
-fn is_async_icmp_errno(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(
-            libc::EHOSTUNREACH
-                | libc::ENETUNREACH
-                | libc::ECONNREFUSED
-                | libc::EPROTO
-                | libc::EHOSTDOWN
-                | libc::EMSGSIZE
-        )
-    )
-}
-
-const BATCH: usize = 64;
-/// Room for the IP header (raw IPv4) and the echo header in front of the largest payload.
-const HEADROOM: usize = 128;
-
-async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineStats>) {
-    let mut batch = ReceiveBatch::new(BATCH, 2048);
-    let mut error_buffer = vec![0u8; 2048];
-    loop {
-        let needed = shared.largest_payload.load(Ordering::Relaxed) + HEADROOM;
-        if needed > batch.buffer_len() {
-            batch = ReceiveBatch::new(BATCH, needed.next_power_of_two());
-            error_buffer.resize(needed.next_power_of_two(), 0);
-        }
-        let mut ready = match shared.fd.ready(Interest::READABLE | Interest::ERROR).await {
-            Ok(ready) => ready,
-            Err(error) => {
-                tracing::error!(%error, "ICMP socket poll failed; receiver stops");
-                stats.count_receive_error();
-                return;
-            }
-        };
-        let readiness = ready.ready();
-        let fd = shared.fd.get_ref().as_raw_fd();
-        if shared.key.kind == SocketKind::Dgram {
-            drain_error_queue(&shared, &stats, fd, &mut error_buffer);
-        }
-        loop {
-            match batch.receive(fd) {
-                Ok(0) => break,
-                Ok(count) => {
-                    for index in 0..count {
-                        let (bytes, meta) = batch.datagram(index);
-                        handle_datagram(&shared, &stats, bytes, &meta);
-                    }
-                    if count < BATCH {
-                        break;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if is_async_icmp_errno(&error) => {
-                    // sk_err from an ICMP error on a ping socket; the error queue has the details.
-                    drain_error_queue(&shared, &stats, fd, &mut error_buffer);
-                }
-                Err(error) => {
-                    stats.count_receive_error();
-                    tracing::warn!(%error, "Error reading from socket");
-                    break;
-                }
-            }
-        }
-        ready.clear_ready_matching(readiness);
-    }
-}
-
-fn drain_error_queue(shared: &SharedSocket, stats: &EngineStats, fd: i32, buffer: &mut [u8]) {
-    loop {
-        match socket::receive_queued_error(fd, buffer) {
-            Ok(Some(queued)) => handle_queued_error(shared, stats, &queued),
-            Ok(None) => break,
-            Err(error) => {
-                if error.kind() != io::ErrorKind::Interrupted {
-                    stats.count_receive_error();
-                    break;
-                }
-            }
-        }
-    }
-    let _ = socket::take_socket_error(shared.fd.get_ref());
-}
-
-fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &socket::QueuedError) {
-    let family = shared.key.family;
-    stats.count_received(family);
-    let is_icmp_origin =
-        queued.origin == libc::SO_EE_ORIGIN_ICMP || queued.origin == libc::SO_EE_ORIGIN_ICMP6;
-    let kind = IcmpErrorKind::classify(family, queued.icmp_type, queued.icmp_code);
-    let (Some(kind), true, Some(destination)) = (kind, is_icmp_origin, queued.destination) else {
-        stats.count_rejected(RejectReason::UnrelatedError);
-        return;
-    };
-    let Some((id, seq, payload)) = packet::parse_own_request(family, &queued.original) else {
-        stats.count_rejected(RejectReason::UnrelatedError);
-        return;
-    };
-    let key = ProbeKey {
-        address: destination,
-        id,
-        seq,
-    };
-    complete_with_error(
-        shared,
-        stats,
-        key,
-        payload,
-        Answer::IcmpError {
-            kind,
-            icmp_type: queued.icmp_type,
-            code: queued.icmp_code,
-            from: queued.offender,
-        },
-    );
-}
-
-fn handle_datagram(
-    shared: &SharedSocket,
-    stats: &EngineStats,
-    bytes: &[u8],
-    meta: &socket::ReceiveMeta,
-) {
-    let family = shared.key.family;
-    stats.count_received(family);
-    let received_at = Instant::now();
-    if meta.truncated {
-        stats.count_rejected(RejectReason::Truncated);
-        return;
-    }
-    let (message, source, header_ttl) = match (family, shared.key.kind) {
-        (Family::V4, SocketKind::Raw) => match packet::parse_ipv4(bytes) {
-            Ok(view) => (view.payload, Some(IpAddr::V4(view.source)), Some(view.ttl)),
-            Err(_) => {
-                stats.count_rejected(RejectReason::Malformed);
-                return;
-            }
-        },
-        _ => (bytes, meta.source, None),
-    };
-    let verify_checksum = family == Family::V4 && shared.key.kind == SocketKind::Raw;
-    let parsed = match packet::parse_icmp(family, message, verify_checksum) {
-        Ok(parsed) => parsed,
-        Err(packet::ParseError::BadChecksum) => {
-            stats.count_rejected(RejectReason::BadChecksum);
-            return;
-        }
-        Err(_) => {
-            stats.count_rejected(RejectReason::Malformed);
-            return;
-        }
-    };
-    match parsed {
-        Received::EchoReply { id, seq, payload } => {
-            let Some(address) = source else {
-                stats.count_rejected(RejectReason::Malformed);
-                return;
-            };
-            let key = ProbeKey { address, id, seq };
-            let mut pending = shared.pending();
-            let Some(probe) = pending.get(&key) else {
-                drop(pending);
-                stats.count_rejected(RejectReason::UnknownProbe);
-                return;
-            };
-            if !packet::payload_matches(payload, probe.payload_size, probe.nonce) {
-                drop(pending);
-                stats.count_rejected(RejectReason::PayloadMismatch);
-                return;
-            }
-            let Some(probe) = pending.remove(&key) else {
-                return;
-            };
-            drop(pending);
-            let (rtt, kernel_timestamp) = measure_rtt(&probe, meta.kernel_rx_ns, received_at);
-            let answer = Answer::Echo {
-                rtt,
-                hop_limit: meta.hop_limit.or(header_ttl),
-                kernel_timestamp,
-            };
-            // The probe may have given up in the meantime; then the answer is simply dropped.
-            let _ = probe.answer.send(answer);
-            stats.count_matched();
-        }
-        Received::Error {
-            kind,
-            icmp_type,
-            code,
-            quoted,
-        } => {
-            let key = ProbeKey {
-                address: quoted.destination,
-                id: quoted.id,
-                seq: quoted.seq,
-            };
-            complete_with_error(
-                shared,
-                stats,
-                key,
-                quoted.payload_prefix,
-                Answer::IcmpError {
-                    kind,
-                    icmp_type,
-                    code,
-                    from: source,
-                },
-            );
-        }
-        Received::Other { .. } => stats.count_rejected(RejectReason::UnrelatedError),
-    }
-}
-
-fn complete_with_error(
-    shared: &SharedSocket,
-    stats: &EngineStats,
-    key: ProbeKey,
-    quoted_payload: &[u8],
-    answer: Answer,
-) {
-    let mut pending = shared.pending();
-    let matches = pending
-        .get(&key)
-        .is_some_and(|probe| packet::payload_prefix_matches(quoted_payload, probe.nonce));
-    if !matches {
-        drop(pending);
-        stats.count_rejected(RejectReason::UnrelatedError);
-        return;
-    }
-    if let Some(probe) = pending.remove(&key) {
-        drop(pending);
-        if let Answer::IcmpError { kind, .. } = answer {
-            stats.count_icmp_error(kind);
-        }
-        let _ = probe.answer.send(answer);
-    }
-}
-
-/// RTT from the kernel receive timestamp when it is plausible, else from the monotonic clock.
-fn measure_rtt(
-    probe: &PendingProbe,
-    kernel_rx_ns: Option<i128>,
-    received_at: Instant,
-) -> (Duration, bool) {
-    let monotonic = received_at.saturating_duration_since(probe.sent_at);
-    if let Some(rx) = kernel_rx_ns {
-        let delta = rx - probe.sent_realtime_ns;
-        // Reject a kernel RTT that disagrees with the monotonic clock (a wall-clock step).
-        let upper = monotonic.as_nanos() as i128 + 1_000_000;
-        if delta >= 0 && delta <= upper {
-            return (Duration::from_nanos(delta as u64), true);
-        }
-    }
-    (monotonic, false)
 }

@@ -455,3 +455,19 @@ pub fn destination_addr(address: IpAddr, scope_id: u32) -> SocketAddr {
         IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, 0, 0, scope_id)),
     }
 }
+
+/// Errors a ping socket reports once through `sk_err` after an ICMP error arrived for an earlier
+/// packet; a send or receive that returns one of these is not about the current call.
+pub fn is_async_icmp_errno(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ECONNREFUSED
+                | libc::EPROTO
+                | libc::EHOSTDOWN
+                | libc::EMSGSIZE
+        )
+    )
+}

@@ -16,8 +16,12 @@ pub enum RejectReason {
     Truncated,
     /// ICMPv4 checksum wrong (corrupted or forged).
     BadChecksum,
-    /// No probe is waiting for this (source, id, seq): late, duplicate, foreign or forged.
+    /// No probe is or was recently waiting for this (source, id, seq): foreign or forged.
     UnknownProbe,
+    /// A second reply to a probe that was already answered.
+    Duplicate,
+    /// A reply to a probe that had already timed out.
+    Late,
     /// A probe waits for this (source, id, seq) but the payload or nonce differs.
     PayloadMismatch,
     /// An ICMP error or other message that quotes none of our waiting probes.
@@ -25,11 +29,13 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Malformed,
         RejectReason::Truncated,
         RejectReason::BadChecksum,
         RejectReason::UnknownProbe,
+        RejectReason::Duplicate,
+        RejectReason::Late,
         RejectReason::PayloadMismatch,
         RejectReason::UnrelatedError,
     ];
@@ -40,6 +46,8 @@ impl RejectReason {
             RejectReason::Truncated => "truncated",
             RejectReason::BadChecksum => "bad_checksum",
             RejectReason::UnknownProbe => "unknown_probe",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::Late => "late",
             RejectReason::PayloadMismatch => "payload_mismatch",
             RejectReason::UnrelatedError => "unrelated",
         }
