@@ -33,6 +33,8 @@ pub struct AppState {
     pub counters: ExporterCounters,
     pub timeout_offset: f64,
     pub probe_options: ProbeOptions,
+    /// `--probe.max-concurrency`: beyond it `/probe` answers 503 at once.
+    pub max_concurrent_probes: usize,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -221,21 +223,42 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
     if let Err(message) = resolve::check_target_syntax(target) {
         return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
     }
+    let Some(_slot) = state.counters.try_start_probe(state.max_concurrent_probes) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many concurrent probes (limit {}); retry later or raise --probe.max-concurrency\n",
+                state.max_concurrent_probes
+            ),
+        );
+    };
     let mut log = ProbeLog::new(query.debug);
-    state
-        .counters
-        .probes_in_flight
-        .fetch_add(1, Ordering::Relaxed);
-    let outcome = probe::run_icmp_probe(&state.pinger, target, module, timeout, &mut log).await;
-    state
-        .counters
-        .probes_in_flight
-        .fetch_sub(1, Ordering::Relaxed);
+    let is_allowed = |address| config.allows(module, address);
+    let outcome = match probe::run_icmp_probe(
+        &state.pinger,
+        target,
+        module,
+        timeout,
+        &is_allowed,
+        &mut log,
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(refused) => {
+            state.counters.count_not_allowed();
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("target {target:?}: {refused} of module {module_name:?}\n"),
+            );
+        }
+    };
     state.counters.count_probe(outcome.success);
     let metrics = probe::render(&outcome, state.probe_options);
     if query.debug {
         let module_yaml = crate::config::Config {
             modules: [(module_name.to_string(), module.clone())].into(),
+            allowed_targets: Vec::new(),
         }
         .to_yaml();
         let body = format!(

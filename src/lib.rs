@@ -13,6 +13,7 @@
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
+//! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
 //! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then
@@ -27,6 +28,7 @@ pub mod http;
 pub mod icmp;
 pub mod logging;
 pub mod ping_cli;
+pub mod privileges;
 pub mod probe;
 pub mod resolve;
 pub mod self_metrics;

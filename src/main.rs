@@ -12,6 +12,7 @@ use meshprobe::http::{self, AppState};
 use meshprobe::icmp::{Family, Pinger, check_permissions};
 use meshprobe::logging::{self, LogFormat, LogLevel};
 use meshprobe::ping_cli::{self, PingArgs};
+use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::self_metrics::ExporterCounters;
 use tokio::net::TcpListener;
@@ -49,6 +50,13 @@ struct Cli {
     /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
     #[arg(long = "compat.rtt-zero-on-failure")]
     rtt_zero_on_failure: bool,
+    /// Switch to this user after binding the listeners, keeping only CAP_NET_RAW (and only if
+    /// ping sockets are not allowed for the user's group).
+    #[arg(long = "run-as")]
+    run_as: Option<String>,
+    /// Most probes running at once; beyond it /probe answers 503 immediately.
+    #[arg(long = "probe.max-concurrency", default_value_t = 10_000)]
+    max_concurrent_probes: usize,
     /// Tokio worker threads. One thread serves about 60k probes/s; more only help on many cores.
     #[arg(long = "runtime.worker-threads", default_value_t = 1)]
     worker_threads: usize,
@@ -87,23 +95,79 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_open_file_limit();
     logging::init(cli.log_level, cli.log_prober, cli.log_format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(cli.worker_threads.max(1));
-    let runtime = match builder.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
+    match cli.command {
+        Some(Command::Ping(ref args)) => match build_runtime(cli.worker_threads) {
+            Ok(runtime) => {
+                let code = runtime.block_on(ping_cli::run(args.clone()));
+                ExitCode::from(u8::try_from(code).unwrap_or(2))
+            }
+            Err(code) => code,
+        },
+        Some(Command::CheckConfig) => check_config(&cli),
+        _ if cli.config_check => check_config(&cli),
+        _ => run_server(cli),
+    }
+}
+
+fn build_runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|error| {
             eprintln!("meshprobe: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Loads the config, binds the listeners and drops root (all before any other thread exists,
+/// because capabilities are per thread), then runs the server.
+fn run_server(cli: Cli) -> ExitCode {
+    let store = match ConfigStore::load(cli.config_file.clone()) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "Error loading config");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Some(Command::Ping(ref args)) => {
-            let code = runtime.block_on(ping_cli::run(args.clone()));
-            ExitCode::from(u8::try_from(code).unwrap_or(2))
+    tracing::info!(file = %store.source_name(), "Loaded config file");
+    let mut listeners = Vec::new();
+    for text in &cli.listen_addresses {
+        let addresses = match http::parse_listen_address(text) {
+            Ok(addresses) => addresses,
+            Err(error) => {
+                tracing::error!(%error, "Error parsing listen address");
+                return ExitCode::FAILURE;
+            }
+        };
+        for address in addresses {
+            match bind(address) {
+                Ok(listener) => listeners.push(listener),
+                Err(error) => {
+                    tracing::error!(%address, %error, "Error listening on address");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
-        Some(Command::CheckConfig) => check_config(&cli),
-        _ if cli.config_check => check_config(&cli),
-        _ => runtime.block_on(serve(cli)),
+    }
+    if let Some(user) = &cli.run_as {
+        match privileges::drop_to(user) {
+            Ok(dropped) => tracing::info!(
+                user = %dropped.user,
+                uid = dropped.uid,
+                gid = dropped.gid,
+                kept_cap_net_raw = dropped.kept_net_raw,
+                "Dropped root privileges"
+            ),
+            Err(error) => {
+                tracing::error!(%error, "Cannot switch to --run-as user");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match build_runtime(cli.worker_threads) {
+        Ok(runtime) => runtime.block_on(serve(cli, store, listeners)),
+        Err(code) => code,
     }
 }
 
@@ -120,26 +184,20 @@ fn check_config(cli: &Cli) -> ExitCode {
     }
 }
 
-async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    match TcpListener::bind(address).await {
+fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = match std::net::TcpListener::bind(address) {
         // ":port" means every address; fall back to IPv4 where IPv6 is unavailable.
         Err(error) if address.ip().is_unspecified() && address.is_ipv6() => {
             let v4 = SocketAddr::from(([0, 0, 0, 0], address.port()));
-            TcpListener::bind(v4).await.map_err(|_| error)
+            std::net::TcpListener::bind(v4).map_err(|_| error)?
         }
-        result => result,
-    }
+        result => result?,
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
-async fn serve(cli: Cli) -> ExitCode {
-    let store = match ConfigStore::load(cli.config_file.clone()) {
-        Ok(store) => store,
-        Err(error) => {
-            tracing::error!(%error, "Error loading config");
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!(file = %store.source_name(), "Loaded config file");
+async fn serve(cli: Cli, store: ConfigStore, listeners: Vec<std::net::TcpListener>) -> ExitCode {
     for family in [Family::V4, Family::V6] {
         match check_permissions(family) {
             Ok(kind) => {
@@ -156,26 +214,19 @@ async fn serve(cli: Cli) -> ExitCode {
         probe_options: ProbeOptions {
             rtt_zero_on_failure: cli.rtt_zero_on_failure,
         },
+        max_concurrent_probes: cli.max_concurrent_probes,
     });
-    for text in &cli.listen_addresses {
-        let addresses = match http::parse_listen_address(text) {
-            Ok(addresses) => addresses,
-            Err(error) => {
-                tracing::error!(%error, "Error parsing listen address");
-                return ExitCode::FAILURE;
-            }
-        };
-        for address in addresses {
-            match bind(address).await {
-                Ok(listener) => {
-                    let local = listener.local_addr().map_or(address, |a| a);
+    for listener in listeners {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                if let Ok(local) = listener.local_addr() {
                     tracing::info!(address = %local, "Listening on address");
-                    tokio::spawn(http::serve(listener, Arc::clone(&state)));
                 }
-                Err(error) => {
-                    tracing::error!(%address, %error, "Error listening on address");
-                    return ExitCode::FAILURE;
-                }
+                tokio::spawn(http::serve(listener, Arc::clone(&state)));
+            }
+            Err(error) => {
+                tracing::error!(%error, "Error listening on address");
+                return ExitCode::FAILURE;
             }
         }
     }

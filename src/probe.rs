@@ -169,14 +169,23 @@ pub struct ProbeOptions {
     pub rtt_zero_on_failure: bool,
 }
 
-/// Runs one blackbox-style ICMP probe against `target`.
+/// The target resolved to an address outside `allowed_targets`; nothing was sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("target address {address} is not in allowed_targets")]
+pub struct NotAllowed {
+    pub address: IpAddr,
+}
+
+/// Runs one blackbox-style ICMP probe against `target`. `is_allowed` is asked about the resolved
+/// address before any packet is sent to it.
 pub async fn run_icmp_probe(
     pinger: &Pinger,
     target: &str,
     module: &Module,
     timeout: Duration,
+    is_allowed: &(dyn Fn(IpAddr) -> bool + Sync),
     log: &mut ProbeLog,
-) -> ProbeOutcome {
+) -> Result<ProbeOutcome, NotAllowed> {
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + timeout);
     let mut outcome = ProbeOutcome {
@@ -224,9 +233,14 @@ pub async fn run_icmp_probe(
                 "Error resolving address",
                 &[("err", &error)],
             );
-            return finish(outcome, FailureReason::Resolution, start, log);
+            return Ok(finish(outcome, FailureReason::Resolution, start, log));
         }
     };
+    if !is_allowed(resolved.address) {
+        return Err(NotAllowed {
+            address: resolved.address,
+        });
+    }
     outcome.resolve = outcome.dns_lookup;
     let family = Family::of(&resolved.address);
     outcome.ip_protocol = family.protocol_number();
@@ -250,7 +264,7 @@ pub async fn run_icmp_probe(
                 "Error listening to socket",
                 &[("err", &error)],
             );
-            return finish(outcome, FailureReason::SourceAddress, start, log);
+            return Ok(finish(outcome, FailureReason::SourceAddress, start, log));
         }
     }
     let dont_fragment = settings.dont_fragment && family == Family::V4;
@@ -274,7 +288,7 @@ pub async fn run_icmp_probe(
         "Creating ICMP packet",
         &[("seq", &result.seq), ("id", &result.id)],
     );
-    match result.outcome {
+    let outcome = match result.outcome {
         Ok(Answer::Echo {
             rtt,
             hop_limit,
@@ -349,7 +363,8 @@ pub async fn run_icmp_probe(
             );
             finish(outcome, FailureReason::Timeout, start, log)
         }
-    }
+    };
+    Ok(outcome)
 }
 
 fn finish(

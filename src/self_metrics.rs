@@ -19,9 +19,42 @@ pub struct ExporterCounters {
     pub probes_in_flight: AtomicI64,
     probes_succeeded: AtomicU64,
     probes_failed: AtomicU64,
+    refused_overload: AtomicU64,
+    refused_not_allowed: AtomicU64,
+}
+
+/// A probe's place under the concurrency limit; released on drop, even if the request is
+/// cancelled mid-probe.
+pub struct ProbeSlot<'a> {
+    counters: &'a ExporterCounters,
+}
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        self.counters
+            .probes_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ExporterCounters {
+    /// Takes a slot if fewer than `limit` probes are running; counts the refusal otherwise.
+    pub fn try_start_probe(&self, limit: usize) -> Option<ProbeSlot<'_>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = self.probes_in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = ProbeSlot { counters: self };
+        if before >= limit {
+            drop(slot);
+            self.refused_overload.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(slot)
+    }
+
+    pub fn count_not_allowed(&self) {
+        self.refused_not_allowed.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_probe(&self, success: bool) {
         let counter = if success {
             &self.probes_succeeded
@@ -122,6 +155,13 @@ pub fn render(state: &AppState) -> String {
     }
     expo::single(
         &mut out,
+        "meshprobe_probe_concurrency_limit",
+        "The --probe.max-concurrency limit; probes beyond it get 503.",
+        MetricType::Gauge,
+        state.max_concurrent_probes as f64,
+    );
+    expo::single(
+        &mut out,
         "meshprobe_probes_in_flight",
         "Probes currently waiting for an answer.",
         MetricType::Gauge,
@@ -145,6 +185,23 @@ pub fn render(state: &AppState) -> String {
         &[("result", "success")],
         counters.probes_succeeded.load(Ordering::Relaxed) as f64,
     );
+    expo::family(
+        &mut out,
+        "meshprobe_probes_refused_total",
+        "Probe requests refused before any packet was sent: overload (503) or a target outside allowed_targets (403).",
+        MetricType::Counter,
+    );
+    for (reason, counter) in [
+        ("not_allowed", &counters.refused_not_allowed),
+        ("overload", &counters.refused_overload),
+    ] {
+        expo::sample(
+            &mut out,
+            "meshprobe_probes_refused_total",
+            &[("reason", reason)],
+            counter.load(Ordering::Relaxed) as f64,
+        );
+    }
     expo::single(
         &mut out,
         "meshprobe_replies_matched_total",

@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -30,6 +31,8 @@ const KNOWN_PROBERS: [&str; 7] = ["http", "tcp", "icmp", "dns", "grpc", "unix", 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub modules: BTreeMap<String, Module>,
+    /// meshprobe extension: targets any module may probe (empty = any).
+    pub allowed_targets: Vec<IpNet>,
 }
 
 /// One `modules:` entry.
@@ -65,6 +68,9 @@ pub struct IcmpSettings {
     pub payload_size: usize,
     pub dont_fragment: bool,
     pub ttl: u8,
+    /// meshprobe extension: targets this module may probe (empty = any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_targets: Vec<IpNet>,
 }
 
 impl Default for IcmpSettings {
@@ -76,6 +82,7 @@ impl Default for IcmpSettings {
             payload_size: 0,
             dont_fragment: false,
             ttl: 64,
+            allowed_targets: Vec::new(),
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct ConfigError {
 struct RawConfig {
     #[serde(default)]
     modules: BTreeMap<String, RawModule>,
+    #[serde(default)]
+    allowed_targets: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +135,8 @@ struct RawIcmp {
     payload_size: Option<i64>,
     dont_fragment: Option<bool>,
     ttl: Option<i64>,
+    #[serde(default)]
+    allowed_targets: Vec<String>,
 }
 
 /// Accepts a Go duration string, or the integer 0 (as yaml.v3 does for `time.Duration`).
@@ -191,7 +202,12 @@ impl Config {
                 .map_err(|message| error(format!("module {name:?}: {message}")))?;
             modules.insert(name, module);
         }
-        Ok(Config { modules })
+        let allowed_targets = parse_networks(&raw.allowed_targets)
+            .map_err(|message| error(format!("field \"allowed_targets\": {message}")))?;
+        Ok(Config {
+            modules,
+            allowed_targets,
+        })
     }
 
     /// A YAML dump of the effective configuration, defaults filled in (the `/config` page).
@@ -207,8 +223,11 @@ impl Config {
         #[derive(Serialize)]
         struct ConfigView<'a> {
             modules: BTreeMap<&'a str, ModuleView<'a>>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            allowed_targets: &'a Vec<IpNet>,
         }
         let view = ConfigView {
+            allowed_targets: &self.allowed_targets,
             modules: self
                 .modules
                 .iter()
@@ -224,6 +243,31 @@ impl Config {
                 .collect(),
         };
         serde_saphyr::to_string(&view).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Parses CIDRs (or bare addresses, meaning one host) for `allowed_targets`.
+fn parse_networks(entries: &[String]) -> Result<Vec<IpNet>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    format!("{entry:?} is not a CIDR such as 198.18.0.0/15 or an IP address")
+                })
+        })
+        .collect()
+}
+
+impl Config {
+    /// Whether `module` may probe `address` under the global and the module's `allowed_targets`.
+    pub fn allows(&self, module: &Module, address: IpAddr) -> bool {
+        let within = |nets: &[IpNet]| nets.is_empty() || nets.iter().any(|n| n.contains(&address));
+        within(&self.allowed_targets) && within(&module.icmp.allowed_targets)
     }
 }
 
@@ -281,6 +325,8 @@ fn validate_icmp(raw: RawIcmp) -> Result<IcmpSettings, String> {
                 )
             })?;
     }
+    settings.allowed_targets = parse_networks(&raw.allowed_targets)
+        .map_err(|message| format!("field \"icmp.allowed_targets\": {message}"))?;
     if let Some(dont_fragment) = raw.dont_fragment {
         settings.dont_fragment = dont_fragment;
     }
@@ -382,6 +428,33 @@ mod tests {
         .expect("merge keys");
         assert_eq!(config.modules["b"].timeout, Duration::from_secs(3));
         assert!(config.modules["b"].icmp.dont_fragment);
+    }
+
+    #[test]
+    fn allowed_targets_combine_global_and_module_lists() {
+        let config = parse(
+            "allowed_targets: [198.18.0.0/15, \"2001:2::/48\"]\nmodules:\n  any:\n    prober: icmp\n  \
+             narrow:\n    prober: icmp\n    icmp:\n      allowed_targets: [198.18.1.1, 198.18.2.0/24]\n",
+        )
+        .expect("valid");
+        let any = &config.modules["any"];
+        let narrow = &config.modules["narrow"];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(config.allows(any, ip("198.19.255.1")));
+        assert!(config.allows(any, ip("2001:2::5")));
+        assert!(!config.allows(any, ip("10.0.0.1")));
+        assert!(config.allows(narrow, ip("198.18.1.1")));
+        assert!(config.allows(narrow, ip("198.18.2.77")));
+        assert!(!config.allows(narrow, ip("198.18.1.2")));
+        let error = parse(
+            "modules:\n  m:\n    prober: icmp\n    icmp:\n      allowed_targets: [10.0.0.0/33]\n",
+        )
+        .expect_err("bad CIDR");
+        assert!(
+            error.to_string().contains("icmp.allowed_targets"),
+            "{error}"
+        );
+        assert!(parse("allowed_targets: [nonsense]\nmodules: {}\n").is_err());
     }
 
     #[test]
