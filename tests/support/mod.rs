@@ -161,6 +161,7 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
@@ -200,33 +201,40 @@ pub const SILENT_V4: &str = "198.18.9.1";
 pub const SILENT_V6: &str = "2001:2:0:9::1";
 pub const PROBER_SECOND_V4: &str = "198.18.0.2";
 
+const PROBER_ADDRESSES: &str = "addr add 198.18.0.1/24 dev p0\naddr add 198.18.0.2/24 dev p0\n\
+     addr add 2001:2::1/64 dev p0 nodad\n\
+     route add default via 198.18.0.254\nroute add default via 2001:2::fe\n";
+
+/// Links the router to a target namespace over r1/t0 (MTU 1280) with the standard addresses.
+fn connect_target(router: &Namespace, target: &Namespace) {
+    veth(router, "r1", target, "t0");
+    router.exec("ip", &["link", "set", "r1", "mtu", "1280"]);
+    target.exec("ip", &["link", "set", "t0", "mtu", "1280"]);
+    router.ip_batch(
+        "addr add 198.18.1.254/24 dev r1\naddr add 2001:2:0:1::fe/64 dev r1 nodad\n\
+         route add 198.18.4.0/22 via 198.18.1.1\n",
+    );
+    target.ip_batch(
+        "addr add 198.18.1.1/24 dev t0\naddr add 2001:2:0:1::1/64 dev t0 nodad\n\
+         route add default via 198.18.1.254\nroute add default via 2001:2:0:1::fe\n",
+    );
+}
+
 impl TestNet {
     pub fn new() -> TestNet {
         let prober = Namespace::new("p");
         let router = Namespace::new("r");
         let target = Namespace::new("t");
         veth(&prober, "p0", &router, "r0");
-        veth(&router, "r1", &target, "t0");
         router.sysctl("net.ipv4.ip_forward", "1");
         router.sysctl("net.ipv6.conf.all.forwarding", "1");
-        router.exec("ip", &["link", "set", "r1", "mtu", "1280"]);
-        target.exec("ip", &["link", "set", "t0", "mtu", "1280"]);
-        prober.ip_batch(
-            "addr add 198.18.0.1/24 dev p0\naddr add 198.18.0.2/24 dev p0\n\
-             addr add 2001:2::1/64 dev p0 nodad\n\
-             route add default via 198.18.0.254\nroute add default via 2001:2::fe\n",
-        );
+        prober.ip_batch(PROBER_ADDRESSES);
         router.ip_batch(
             "addr add 198.18.0.254/24 dev r0\naddr add 2001:2::fe/64 dev r0 nodad\n\
-             addr add 198.18.1.254/24 dev r1\naddr add 2001:2:0:1::fe/64 dev r1 nodad\n\
-             route add 198.18.4.0/22 via 198.18.1.1\n\
              route add unreachable 198.18.8.0/24\nroute add blackhole 198.18.9.0/24\n\
              route add unreachable 2001:2:0:8::/64\nroute add blackhole 2001:2:0:9::/64\n",
         );
-        target.ip_batch(
-            "addr add 198.18.1.1/24 dev t0\naddr add 2001:2:0:1::1/64 dev t0 nodad\n\
-             route add default via 198.18.1.254\nroute add default via 2001:2:0:1::fe\n",
-        );
+        connect_target(&router, &target);
         // Names for resolution tests, and a resolver address that answers nothing but ICMP
         // port unreachable, so lookups of unknown names fail fast without leaving the namespaces.
         prober.etc_file(
@@ -245,6 +253,19 @@ impl TestNet {
         };
         net.wait_for_ipv6();
         net
+    }
+
+    /// Replaces the target namespace with a fresh one wired up the same way (after a fault test
+    /// deleted or broke the old one).
+    pub fn rebuild_target(&mut self) {
+        self.target = Namespace::new("t");
+        connect_target(&self.router, &self.target);
+    }
+
+    /// Re-adds the prober's addresses and default routes (after its link went down).
+    pub fn restore_prober_addresses(&self) {
+        self.prober
+            .ip_batch(&PROBER_ADDRESSES.replace(" add ", " replace "));
     }
 
     /// Adds `count` addresses from 198.18.4.0/22 to the target (for the concurrency test).

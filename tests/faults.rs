@@ -1,0 +1,181 @@
+//! Fault survival with the real binary: 100 % loss, the peer's namespace deleted mid-run, the
+//! prober's interface down and up, the route removed, and the bound source address removed.
+//! Each fault gives the right probe result, and the same exporter process recovers by itself
+//! once the fault is undone.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use support::*;
+
+const CONFIG: &str = r#"
+modules:
+  icmp:
+    prober: icmp
+    timeout: 1s
+  from_second:
+    prober: icmp
+    timeout: 1s
+    icmp:
+      preferred_ip_protocol: ip4
+      source_ip_address: 198.18.0.2
+"#;
+
+/// (probe_success, failure reason or "") of one probe.
+fn probe(exporter: &Exporter, target: &str, module: &str) -> (bool, String) {
+    let response = exporter.get(&format!("/probe?module={module}&target={target}"));
+    assert_eq!(response.status, 200, "{}", response.body);
+    let metrics = Metrics::parse(&response.body);
+    let reason = metrics
+        .samples
+        .keys()
+        .find_map(|series| series.strip_prefix("probe_icmp_failure_reason{reason=\""))
+        .map(|rest| rest.trim_end_matches("\"}").to_string())
+        .unwrap_or_default();
+    (metrics.value("probe_success") == 1.0, reason)
+}
+
+fn assert_recovers(exporter: &Exporter, target: &str, module: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (success, reason) = probe(exporter, target, module);
+        if success {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{target} did not recover: last reason {reason}\n{}",
+            exporter.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn start(net: &TestNet) -> Exporter {
+    let config = write_config("faults.yml", CONFIG);
+    Exporter::start(&net.prober, &["--config.file", path_str(&config)])
+}
+
+#[test]
+fn total_loss_times_out_and_recovers() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let exporter = start(&net);
+    assert!(probe(&exporter, TARGET_V4, "icmp").0);
+    net.target.exec("nft", &["add table inet loss; add chain inet loss input { type filter hook input priority 0; }; add rule inet loss input icmp type echo-request drop; add rule inet loss input icmpv6 type echo-request drop"]);
+    for target in [TARGET_V4, TARGET_V6] {
+        assert_eq!(
+            probe(&exporter, target, "icmp"),
+            (false, "timeout".to_string())
+        );
+    }
+    net.target.exec("nft", &["delete table inet loss"]);
+    assert_recovers(&exporter, TARGET_V4, "icmp");
+    assert_recovers(&exporter, TARGET_V6, "icmp");
+}
+
+#[test]
+fn peer_namespace_deleted_mid_run_then_rebuilt() {
+    require_namespaces!();
+    let mut net = TestNet::new();
+    let exporter = Arc::new(start(&net));
+    // Keep probing from another thread across the whole fault; every answer must be a 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let (exporter, stop) = (Arc::clone(&exporter), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut probes = 0;
+            while !stop.load(Ordering::Relaxed) {
+                probe(&exporter, TARGET_V4, "icmp");
+                probes += 1;
+            }
+            probes
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ip(&["netns", "del", &net.target.name]);
+    // The kernel tears a namespace down asynchronously; wait until the router's end is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::process::Command::new("ip")
+        .args(["-n", &net.router.name, "link", "show", "r1"])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth r1 never went away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The router lost its route to the target network: it answers with net unreachable.
+    for target in [TARGET_V4, TARGET_V6] {
+        let (success, reason) = probe(&exporter, target, "icmp");
+        assert!(!success);
+        assert_eq!(reason, "icmp_error", "{target}");
+    }
+    net.rebuild_target();
+    assert_recovers(&exporter, TARGET_V4, "icmp");
+    assert_recovers(&exporter, TARGET_V6, "icmp");
+    stop.store(true, Ordering::Relaxed);
+    let probes = background.join().expect("background prober");
+    assert!(probes > 3, "background prober ran {probes} probes");
+}
+
+#[test]
+fn prober_interface_down_and_up() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let exporter = start(&net);
+    assert!(probe(&exporter, TARGET_V4, "icmp").0);
+    net.prober.exec("ip", &["link", "set", "p0", "down"]);
+    for target in [TARGET_V4, TARGET_V6] {
+        let (success, reason) = probe(&exporter, target, "icmp");
+        assert!(!success);
+        assert_eq!(reason, "send", "{target}: no route while the link is down");
+    }
+    net.prober.exec("ip", &["link", "set", "p0", "up"]);
+    net.restore_prober_addresses();
+    assert_recovers(&exporter, TARGET_V4, "icmp");
+    assert_recovers(&exporter, TARGET_V6, "icmp");
+}
+
+#[test]
+fn route_removed_and_restored() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let exporter = start(&net);
+    assert!(probe(&exporter, TARGET_V6, "icmp").0);
+    net.prober.exec("ip", &["route", "del", "default"]);
+    net.prober.exec("ip", &["-6", "route", "del", "default"]);
+    for target in [TARGET_V4, TARGET_V6] {
+        let (success, reason) = probe(&exporter, target, "icmp");
+        assert!(!success);
+        assert_eq!(reason, "send", "{target}");
+        let debug = exporter.get(&format!("/probe?module=icmp&target={target}&debug=true"));
+        assert!(debug.body.contains("unreachable"), "{}", debug.body);
+    }
+    net.restore_prober_addresses();
+    assert_recovers(&exporter, TARGET_V4, "icmp");
+    assert_recovers(&exporter, TARGET_V6, "icmp");
+}
+
+#[test]
+fn bound_source_address_removed_and_restored() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let exporter = start(&net);
+    assert!(probe(&exporter, TARGET_V4, "from_second").0);
+    net.prober
+        .exec("ip", &["addr", "del", "198.18.0.2/24", "dev", "p0"]);
+    let (success, reason) = probe(&exporter, TARGET_V4, "from_second");
+    assert!(!success);
+    assert_eq!(reason, "send");
+    // Other modules are not affected.
+    assert!(probe(&exporter, TARGET_V4, "icmp").0);
+    net.restore_prober_addresses();
+    assert_recovers(&exporter, TARGET_V4, "from_second");
+}
