@@ -13,10 +13,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::store::ConfigStore;
@@ -25,6 +23,7 @@ use crate::icmp::Pinger;
 use crate::probe::{self, ProbeLog, ProbeOptions};
 use crate::resolve;
 use crate::self_metrics::ExporterCounters;
+use crate::web::{self, WebStore};
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -35,6 +34,8 @@ pub struct AppState {
     pub probe_options: ProbeOptions,
     /// `--probe.max-concurrency`: beyond it `/probe` answers 503 at once.
     pub max_concurrent_probes: usize,
+    /// `--web.config.file`: TLS, basic auth and extra headers (see [`crate::web`]).
+    pub web: WebStore,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -71,17 +72,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let connection_state = Arc::clone(&state);
             let service = service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, request).await) }
+                async move {
+                    let guarded = web::guard(&state.web, request, |request| route(&state, request));
+                    Ok::<_, Infallible>(guarded.await)
+                }
             });
-            if let Err(error) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "HTTP connection ended with an error");
-            }
+            // TLS (when configured) and the HTTP/1.1 connection itself.
+            web::conn::serve_connection(stream, &connection_state.web, service).await;
         });
     }
 }
@@ -125,18 +125,38 @@ fn handle_reload(state: &AppState, method: &Method) -> HttpResponse {
             "This endpoint requires a POST request.\n",
         );
     }
+    match reload_configs(state) {
+        Ok(()) => text(StatusCode::OK, ""),
+        Err(error) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {error}\n"),
+        ),
+    }
+}
+
+/// Reloads the config file and the web config file (POST /-/reload and SIGHUP). Each keeps its
+/// running version when its new file is bad; the errors are logged and returned.
+pub fn reload_configs(state: &AppState) -> Result<(), String> {
+    let mut errors = Vec::new();
     match state.config.reload() {
-        Ok(outcome) => {
-            tracing::info!(?outcome, "Reloaded config file");
-            text(StatusCode::OK, "")
-        }
+        Ok(outcome) => tracing::info!(?outcome, "Reloaded config file"),
         Err(error) => {
             tracing::error!(%error, "Error reloading config");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to reload config: {error}\n"),
-            )
+            errors.push(error.to_string());
         }
+    }
+    match state.web.reload() {
+        Ok(true) => tracing::info!("Reloaded web config file"),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(%error, "Error reloading web config; keeping the running one");
+            errors.push(error.to_string());
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 

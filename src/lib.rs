@@ -14,6 +14,7 @@
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
+//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
 //! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then
@@ -32,3 +33,4 @@ pub mod privileges;
 pub mod probe;
 pub mod resolve;
 pub mod self_metrics;
+pub mod web;

@@ -15,6 +15,7 @@ use meshprobe::ping_cli::{self, PingArgs};
 use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::self_metrics::ExporterCounters;
+use meshprobe::web::{WebConfig, WebStore};
 use tokio::net::TcpListener;
 
 /// blackbox_exporter-compatible ICMP exporter and peer mesh prober.
@@ -50,6 +51,9 @@ struct Cli {
     /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
     #[arg(long = "compat.rtt-zero-on-failure")]
     rtt_zero_on_failure: bool,
+    /// TLS, basic auth and response headers, in exporter-toolkit's web-config.yml format.
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
     /// Switch to this user after binding the listeners, keeping only CAP_NET_RAW (and only if
     /// ping sockets are not allowed for the user's group).
     #[arg(long = "run-as")]
@@ -131,6 +135,23 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     };
     tracing::info!(file = %store.source_name(), "Loaded config file");
+    // Before --run-as: the key file may be readable by root only.
+    let web = match WebStore::load(cli.web_config_file.clone()) {
+        Ok(web) => web,
+        Err(error) => {
+            tracing::error!(%error, "Error loading web config");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = web.path() {
+        let current = web.current();
+        tracing::info!(
+            file = %path.display(),
+            tls = current.tls_enabled(),
+            basic_auth_users = current.basic_auth_users(),
+            "Loaded web config file"
+        );
+    }
     let mut listeners = Vec::new();
     for text in &cli.listen_addresses {
         let addresses = match http::parse_listen_address(text) {
@@ -166,12 +187,21 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     }
     match build_runtime(cli.worker_threads) {
-        Ok(runtime) => runtime.block_on(serve(cli, store, listeners)),
+        Ok(runtime) => runtime.block_on(serve(cli, store, web, listeners)),
         Err(code) => code,
     }
 }
 
 fn check_config(cli: &Cli) -> ExitCode {
+    if let Some(path) = &cli.web_config_file {
+        match WebConfig::load(path) {
+            Ok(_) => tracing::info!(file = %path.display(), "Web config file is ok"),
+            Err(error) => {
+                tracing::error!(%error, "Error loading web config");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match ConfigStore::load(cli.config_file.clone()) {
         Ok(store) => {
             tracing::info!(file = %store.source_name(), "Config file is ok exiting...");
@@ -197,7 +227,12 @@ fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
-async fn serve(cli: Cli, store: ConfigStore, listeners: Vec<std::net::TcpListener>) -> ExitCode {
+async fn serve(
+    cli: Cli,
+    store: ConfigStore,
+    web: WebStore,
+    listeners: Vec<std::net::TcpListener>,
+) -> ExitCode {
     for family in [Family::V4, Family::V6] {
         match check_permissions(family) {
             Ok(kind) => {
@@ -215,6 +250,7 @@ async fn serve(cli: Cli, store: ConfigStore, listeners: Vec<std::net::TcpListene
             rtt_zero_on_failure: cli.rtt_zero_on_failure,
         },
         max_concurrent_probes: cli.max_concurrent_probes,
+        web,
     });
     for listener in listeners {
         match TcpListener::from_std(listener) {
@@ -243,10 +279,8 @@ async fn reload_on_sighup(state: Arc<AppState>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match state.config.reload() {
-            Ok(outcome) => tracing::info!(?outcome, "Reloaded config file"),
-            Err(error) => tracing::error!(%error, "Error reloading config"),
-        }
+        // Logs its own outcome; a bad file keeps the running config.
+        let _ = http::reload_configs(&state);
     }
 }
 

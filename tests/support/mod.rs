@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod web;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};

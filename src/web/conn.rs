@@ -1,0 +1,94 @@
+//! One accepted connection: plain HTTP, or TLS when the web config in force has a certificate,
+//! then served by hyper's HTTP/1.1.
+//!
+//! Owns the TLS handshake (bounded by a timeout) and what a plain-HTTP client gets on a TLS
+//! listener: the first byte of a TLS connection is a handshake record (0x16); anything else is
+//! answered with Go's `400 Client sent an HTTP request to an HTTPS server.` and closed gently
+//! (write, shut down, drain briefly), so the client reads the answer instead of a reset.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::WebStore;
+
+/// How long a client may take to send its first byte and finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The TLS record type of a handshake message, the first byte of every TLS connection.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// What Go's net/http answers to plain HTTP on a TLS listener.
+pub const PLAIN_HTTP_ANSWER: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Serves one connection with `service`, over TLS when the current web config says so.
+pub async fn serve_connection<S>(stream: TcpStream, web: &WebStore, service: S)
+where
+    S: HttpService<Incoming, ResBody = Full<Bytes>, Error = Infallible>,
+{
+    let Some(acceptor) = web.current().tls_acceptor().cloned() else {
+        serve_http(stream, service).await;
+        return;
+    };
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
+    let mut first = [0u8; 1];
+    match timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => {
+            tracing::debug!(%peer, "plain HTTP request on a TLS listener");
+            answer_plain_http(stream).await;
+            return;
+        }
+        // Closed before sending anything, an error, or silence.
+        _ => return,
+    }
+    match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(tls, service).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<I, S>(io: I, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: HttpService<Incoming, ResBody = Full<Bytes>, Error = Infallible>,
+{
+    if let Err(error) = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(%error, "HTTP connection ended with an error");
+    }
+}
+
+/// Writes Go's 400 and closes without a reset: closing a socket with unread input makes the
+/// kernel send RST, which can destroy the answer before the client reads it.
+async fn answer_plain_http(mut stream: TcpStream) {
+    if stream.write_all(PLAIN_HTTP_ANSWER).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = timeout(Duration::from_secs(2), drain).await;
+}

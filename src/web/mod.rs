@@ -1,0 +1,278 @@
+//! The web configuration (`--web.config.file`, exporter-toolkit's `web-config.yml`): TLS, basic
+//! auth and extra response headers, for every listener and every endpoint.
+//!
+//! This module owns the file model and its validation ([`WebConfig::parse`]: YAML in, a ready
+//! [`WebConfig`] or a [`WebConfigError`] naming the file and the field out; unknown keys are
+//! errors), the reloadable [`WebStore`], and [`guard`], which applies basic auth and the extra
+//! headers to each request. rustls settings live in [`tls`] (Go's setting names in
+//! `tls_names`), basic auth in [`auth`], and the per-connection transport (TLS or plain, the
+//! answer to plain HTTP on a TLS port) in [`conn`].
+
+pub mod auth;
+pub mod conn;
+pub mod tls;
+mod tls_names;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use self::auth::BasicAuth;
+
+/// A web config problem, naming the file and (in the message) the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("web config file {file}: {message}")]
+pub struct WebConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    tls_server_config: Option<TlsFile>,
+    http_server_config: Option<RawHttpConfig>,
+    basic_auth_users: Option<BTreeMap<String, Option<String>>>,
+    /// exporter-toolkit's rate limiter; recognised only to refuse it with a clear reason.
+    rate_limit: Option<IgnoredAny>,
+}
+
+/// `tls_server_config` as written in the file; [`tls::server_config`] turns it into rustls's.
+/// Empty strings mean "not set", as in exporter-toolkit.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_auth_type: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub client_ca: Option<String>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    pub cipher_suites: Option<Vec<String>>,
+    pub curve_preferences: Option<Vec<String>>,
+    pub prefer_server_cipher_suites: Option<bool>,
+    pub client_allowed_sans: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttpConfig {
+    /// Accepted for compatibility and ignored: meshprobe serves HTTP/1.1 only.
+    #[serde(rename = "http2")]
+    _http2: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// The response headers exporter-toolkit lets a web config set, with the values allowed where
+/// the header is an enumeration (empty = any value).
+const EXTRA_HEADERS: [(&str, &[&str]); 5] = [
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// A loaded, validated web configuration. The default serves plain HTTP with no auth.
+#[derive(Default)]
+pub struct WebConfig {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    auth: Option<BasicAuth>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("headers", &self.headers)
+            .field("basic_auth_users", &self.basic_auth_users())
+            .finish()
+    }
+}
+
+impl WebConfig {
+    /// Parses and validates a web config. Relative file names in `tls_server_config` are
+    /// resolved against the directory of `path`, as exporter-toolkit does; certificates, keys
+    /// and CAs are read and checked now.
+    pub fn parse(text: &str, path: &Path) -> Result<WebConfig, WebConfigError> {
+        let error = |message: String| WebConfigError {
+            file: path.display().to_string(),
+            message,
+        };
+        let raw: RawWebConfig = if text.lines().all(is_blank_or_comment) {
+            RawWebConfig::default()
+        } else {
+            // No source snippets in errors: they could quote an inline private key into logs.
+            let mut options = serde_saphyr::Options::default();
+            options.with_snippet = false;
+            serde_saphyr::from_str_with_options(text, options)
+                .map_err(|e| error(format!("error parsing YAML: {e}")))?
+        };
+        if raw.rate_limit.is_some() {
+            return Err(error(
+                "rate_limit: not supported by meshprobe; remove it (see --probe.max-concurrency)"
+                    .into(),
+            ));
+        }
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let tls = match &raw.tls_server_config {
+            Some(file) => tls::server_config(file, dir).map_err(error)?,
+            None => None,
+        };
+        let headers = match raw.http_server_config.and_then(|http| http.headers) {
+            Some(headers) => validate_headers(&headers).map_err(error)?,
+            None => Vec::new(),
+        };
+        let auth = match raw.basic_auth_users {
+            Some(users) if !users.is_empty() => Some(BasicAuth::new(users).map_err(error)?),
+            _ => None,
+        };
+        Ok(WebConfig {
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            headers,
+            auth,
+        })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| WebConfigError {
+            file: path.display().to_string(),
+            message: format!("error reading file: {e}"),
+        })?;
+        WebConfig::parse(&text, path)
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS acceptor for new connections, when TLS is on.
+    pub fn tls_acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    pub fn basic_auth_users(&self) -> usize {
+        self.auth.as_ref().map_or(0, BasicAuth::user_count)
+    }
+}
+
+fn is_blank_or_comment(line: &str) -> bool {
+    let line = line.trim();
+    line.is_empty() || line.starts_with('#') || line == "---"
+}
+
+fn validate_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let field = format!("http_server_config.headers.{name}");
+        let Some((canonical, allowed)) = EXTRA_HEADERS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        else {
+            let known: Vec<&str> = EXTRA_HEADERS.iter().map(|(known, _)| *known).collect();
+            return Err(format!(
+                "{field}: this header can not be configured; allowed: {}",
+                known.join(", ")
+            ));
+        };
+        if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+            return Err(format!(
+                "{field}: invalid value {value:?}; expected one of {allowed:?}"
+            ));
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("{field}: {value:?} is not a valid header value"))?;
+        let name = HeaderName::from_bytes(canonical.as_bytes())
+            .map_err(|_| format!("{field}: not a valid header name"))?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// The web config in force, reloadable with the main config.
+pub struct WebStore {
+    path: Option<PathBuf>,
+    current: ArcSwap<WebConfig>,
+}
+
+impl WebStore {
+    /// Loads `path`, or plain HTTP without auth when `None`.
+    pub fn load(path: Option<PathBuf>) -> Result<WebStore, WebConfigError> {
+        let config = match &path {
+            Some(path) => WebConfig::load(path)?,
+            None => WebConfig::default(),
+        };
+        Ok(WebStore {
+            path,
+            current: ArcSwap::from_pointee(config),
+        })
+    }
+
+    /// A store that never has TLS or auth (no `--web.config.file`).
+    pub fn disabled() -> WebStore {
+        WebStore {
+            path: None,
+            current: ArcSwap::from_pointee(WebConfig::default()),
+        }
+    }
+
+    pub fn current(&self) -> Arc<WebConfig> {
+        self.current.load_full()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Re-reads the file (and the certificates it names, which may have been renewed); keeps
+    /// the current config if the new one is invalid. Returns whether there is a file at all.
+    pub fn reload(&self) -> Result<bool, WebConfigError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let config = WebConfig::load(path)?;
+        self.current.store(Arc::new(config));
+        Ok(true)
+    }
+}
+
+/// Runs `handler` for `request` if basic auth (when configured) lets it through, answers 401
+/// otherwise, and adds the configured extra headers to whatever is returned.
+pub async fn guard<B, F, Fut>(
+    web: &WebStore,
+    request: Request<B>,
+    handler: F,
+) -> Response<Full<Bytes>>
+where
+    F: FnOnce(Request<B>) -> Fut,
+    Fut: Future<Output = Response<Full<Bytes>>>,
+{
+    let config = web.current();
+    let mut response = match &config.auth {
+        Some(auth) if !auth.check(request.headers()).await => auth::unauthorized(),
+        _ => handler(request).await,
+    };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;
