@@ -28,6 +28,7 @@ pub mod expo;
 pub mod http;
 pub mod icmp;
 pub mod logging;
+pub mod mesh;
 pub mod ping_cli;
 pub mod privileges;
 pub mod probe;

@@ -1,0 +1,2 @@
+//! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
+pub mod plan;
