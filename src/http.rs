@@ -279,6 +279,7 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
         let module_yaml = crate::config::Config {
             modules: [(module_name.to_string(), module.clone())].into(),
             allowed_targets: Vec::new(),
+            mesh: None,
         }
         .to_yaml();
         let body = format!(

@@ -6,6 +6,7 @@
 //! Loading from disk and reloading live in [`store`]; Go durations in [`duration`].
 
 pub mod duration;
+pub mod mesh;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
     /// meshprobe extension: targets any module may probe (empty = any).
     pub allowed_targets: Vec<IpNet>,
+    /// Mesh mode runs whenever this section is present.
+    pub mesh: Option<mesh::MeshConfig>,
 }
 
 /// One `modules:` entry.
@@ -102,6 +105,7 @@ struct RawConfig {
     modules: BTreeMap<String, RawModule>,
     #[serde(default)]
     allowed_targets: Vec<String>,
+    mesh: Option<mesh::RawMesh>,
 }
 
 #[derive(Deserialize)]
@@ -204,9 +208,14 @@ impl Config {
         }
         let allowed_targets = parse_networks(&raw.allowed_targets)
             .map_err(|message| error(format!("field \"allowed_targets\": {message}")))?;
+        let mesh = match raw.mesh {
+            Some(raw_mesh) => Some(raw_mesh.validate().map_err(error)?),
+            None => None,
+        };
         Ok(Config {
             modules,
             allowed_targets,
+            mesh,
         })
     }
 
@@ -225,9 +234,12 @@ impl Config {
             modules: BTreeMap<&'a str, ModuleView<'a>>,
             #[serde(skip_serializing_if = "Vec::is_empty")]
             allowed_targets: &'a Vec<IpNet>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mesh: Option<mesh::MeshView<'a>>,
         }
         let view = ConfigView {
             allowed_targets: &self.allowed_targets,
+            mesh: self.mesh.as_ref().map(mesh::MeshConfig::view),
             modules: self
                 .modules
                 .iter()

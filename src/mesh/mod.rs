@@ -1,2 +1,3 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
+pub mod discovery;
 pub mod plan;

@@ -1,0 +1,372 @@
+//! The `mesh:` section of the configuration file: probing cadence, networks, histogram buckets,
+//! extra labels and where the peers come from.
+//!
+//! Owns the fixed key names tools rely on (`mesh.interval`, `mesh.networks`, `mesh.peers.files`,
+//! `mesh.peers.static`, `mesh.peers.dns`), defaults, and validation with errors naming the field.
+//! Reading peer files and DNS happens in `crate::mesh::peers`, not here.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::{format_go_duration, parse_go_duration};
+use crate::icmp::packet::MAX_PAYLOAD_SIZE;
+use crate::mesh::plan::NetworkSelector;
+
+/// Labels meshprobe sets itself on every mesh series.
+pub const RESERVED_LABELS: [&str; 4] = ["peer", "network", "address", "ip_protocol"];
+
+/// A Prometheus file_sd target group: addresses plus labels (`peer` required, `network` optional).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroup {
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A DNS name whose A and AAAA records are all peers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsPeer {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where peers come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeerSources {
+    #[serde(rename = "static", skip_serializing_if = "Vec::is_empty")]
+    pub static_groups: Vec<TargetGroup>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsPeer>,
+}
+
+/// The validated `mesh:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshConfig {
+    pub interval: Duration,
+    pub packets_per_interval: u32,
+    pub payload_size: usize,
+    pub timeout: Duration,
+    pub networks: Vec<NetworkSelector>,
+    pub buckets: Vec<f64>,
+    pub labels: BTreeMap<String, String>,
+    pub peers: PeerSources,
+    /// How often peer files are checked for changes and DNS names re-resolved.
+    pub refresh_interval: Duration,
+}
+
+/// Default histogram buckets: 25 µs doubling 20 times (25 µs … 13.1 s), so that data-centre
+/// RTTs of tens of microseconds land in distinct buckets.
+pub fn default_buckets() -> Vec<f64> {
+    (0..20).map(|i| 25e-6 * f64::from(1u32 << i)).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMesh {
+    interval: Option<String>,
+    packets_per_interval: Option<i64>,
+    payload_size: Option<i64>,
+    timeout: Option<String>,
+    networks: Option<Vec<String>>,
+    buckets: Option<Vec<f64>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    peers: RawPeers,
+    refresh_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPeers {
+    #[serde(default, rename = "static")]
+    static_groups: Vec<TargetGroup>,
+    #[serde(default)]
+    files: Vec<PathBuf>,
+    #[serde(default)]
+    dns: Vec<DnsPeer>,
+}
+
+fn duration_field(
+    field: &str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(text) => parse_go_duration(&text).map_err(|e| format!("field \"mesh.{field}\": {e}")),
+    }
+}
+
+/// A valid Prometheus label name that does not start with `__`.
+pub fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid label name"))
+    }
+}
+
+/// Checks one file_sd-style group: addresses only, `peer` label present, label names valid.
+pub fn check_target_group(group: &TargetGroup) -> Result<(), String> {
+    for target in &group.targets {
+        target.parse::<IpAddr>().map_err(|_| {
+            format!("target {target:?} is not an IP address (use mesh.peers.dns for names)")
+        })?;
+    }
+    match group.labels.get("peer") {
+        Some(peer) if !peer.is_empty() => {}
+        _ => {
+            return Err(format!(
+                "target group {:?} has no \"peer\" label",
+                group.targets
+            ));
+        }
+    }
+    for name in group.labels.keys() {
+        check_label_name(name)?;
+    }
+    Ok(())
+}
+
+impl RawMesh {
+    pub(super) fn validate(self) -> Result<MeshConfig, String> {
+        let interval = duration_field("interval", self.interval, Duration::from_secs(1))?;
+        if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
+            return Err("field \"mesh.interval\": must be between 10ms and 1h".into());
+        }
+        let packets_per_interval = match self.packets_per_interval {
+            None => 1,
+            Some(n) if (1..=100).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(format!(
+                    "field \"mesh.packets_per_interval\": {n} is not between 1 and 100"
+                ));
+            }
+        };
+        let payload_size = match self.payload_size {
+            None => 0,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_PAYLOAD_SIZE)
+                .ok_or_else(|| {
+                    format!(
+                        "field \"mesh.payload_size\": {n} is out of range (0 to {MAX_PAYLOAD_SIZE})"
+                    )
+                })?,
+        };
+        let timeout = duration_field(
+            "timeout",
+            self.timeout,
+            interval.min(Duration::from_secs(1)),
+        )?;
+        if timeout.is_zero() || timeout > Duration::from_secs(60) {
+            return Err("field \"mesh.timeout\": must be above 0 and at most 60s".into());
+        }
+        let networks = match self.networks {
+            None => vec![NetworkSelector::All],
+            Some(list) if list.is_empty() => {
+                return Err("field \"mesh.networks\": must not be empty (use [all])".into());
+            }
+            Some(list) => list
+                .iter()
+                .map(|s| NetworkSelector::parse(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("field \"mesh.networks\": {e}"))?,
+        };
+        let buckets = self.buckets.unwrap_or_else(default_buckets);
+        let increasing = buckets.windows(2).all(|w| w[0] < w[1]);
+        if buckets.is_empty() || !increasing || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+        {
+            return Err(
+                "field \"mesh.buckets\": must be positive, finite and strictly increasing".into(),
+            );
+        }
+        for name in self.labels.keys() {
+            check_label_name(name).map_err(|e| format!("field \"mesh.labels\": {e}"))?;
+            if RESERVED_LABELS.contains(&name.as_str()) {
+                return Err(format!(
+                    "field \"mesh.labels\": {name:?} is set by meshprobe itself"
+                ));
+            }
+        }
+        for group in &self.peers.static_groups {
+            check_target_group(group).map_err(|e| format!("field \"mesh.peers.static\": {e}"))?;
+        }
+        for dns in &self.peers.dns {
+            crate::resolve::check_target_syntax(&dns.name)
+                .map_err(|e| format!("field \"mesh.peers.dns\": {e}"))?;
+            // `peer` is optional here: it defaults to the DNS name.
+            for name in dns.labels.keys() {
+                check_label_name(name).map_err(|e| format!("field \"mesh.peers.dns\": {e}"))?;
+            }
+        }
+        let refresh_interval = duration_field(
+            "refresh_interval",
+            self.refresh_interval,
+            Duration::from_secs(5),
+        )?;
+        if refresh_interval < Duration::from_millis(100) {
+            return Err("field \"mesh.refresh_interval\": must be at least 100ms".into());
+        }
+        Ok(MeshConfig {
+            interval,
+            packets_per_interval,
+            payload_size,
+            timeout,
+            networks,
+            buckets,
+            labels: self.labels,
+            peers: PeerSources {
+                static_groups: self.peers.static_groups,
+                files: self.peers.files,
+                dns: self.peers.dns,
+            },
+            refresh_interval,
+        })
+    }
+}
+
+/// The `/config` view of the mesh section.
+#[derive(Serialize)]
+pub(super) struct MeshView<'a> {
+    interval: String,
+    packets_per_interval: u32,
+    payload_size: usize,
+    timeout: String,
+    networks: Vec<String>,
+    buckets: &'a [f64],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    peers: &'a PeerSources,
+    refresh_interval: String,
+}
+
+impl MeshConfig {
+    pub(super) fn view(&self) -> MeshView<'_> {
+        MeshView {
+            interval: format_go_duration(self.interval),
+            packets_per_interval: self.packets_per_interval,
+            payload_size: self.payload_size,
+            timeout: format_go_duration(self.timeout),
+            networks: self.networks.iter().map(ToString::to_string).collect(),
+            buckets: &self.buckets,
+            labels: &self.labels,
+            peers: &self.peers,
+            refresh_interval: format_go_duration(self.refresh_interval),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+modules:
+  icmp:
+    prober: icmp
+mesh:
+  interval: 500ms
+  packets_per_interval: 2
+  timeout: 400ms
+  networks: [198.18.0.0/16, eth1, "space:internal"]
+  labels: {site: lab}
+  peers:
+    static:
+      - targets: [198.18.0.2, "2001:2::2"]
+        labels: {peer: node-b, rack: r1}
+    files: [/etc/meshprobe/peers.json]
+    dns:
+      - name: peers.example.test
+        labels: {peer: dns-peers}
+"#;
+
+    #[test]
+    fn full_section_parses_with_fixed_keys() {
+        let config = Config::parse(EXAMPLE, "mesh.yml").expect("valid");
+        let mesh = config.mesh.as_ref().expect("mesh section");
+        assert_eq!(mesh.interval, Duration::from_millis(500));
+        assert_eq!(mesh.packets_per_interval, 2);
+        assert_eq!(mesh.timeout, Duration::from_millis(400));
+        assert_eq!(mesh.networks.len(), 3);
+        assert_eq!(mesh.peers.static_groups[0].labels["rack"], "r1");
+        assert_eq!(
+            mesh.peers.files,
+            [PathBuf::from("/etc/meshprobe/peers.json")]
+        );
+        assert_eq!(mesh.peers.dns[0].name, "peers.example.test");
+        assert_eq!(mesh.buckets, default_buckets());
+        assert_eq!(
+            Config::parse(&config.to_yaml(), "dump").expect("dump parses"),
+            config
+        );
+    }
+
+    #[test]
+    fn defaults_and_buckets() {
+        let config = Config::parse("modules: {}\nmesh: {}\n", "m.yml").expect("valid");
+        let mesh = config.mesh.expect("mesh");
+        assert_eq!(mesh.interval, Duration::from_secs(1));
+        assert_eq!(mesh.timeout, Duration::from_secs(1));
+        assert_eq!(mesh.networks, [NetworkSelector::All]);
+        assert!((mesh.buckets[0] - 25e-6).abs() < 1e-12);
+        assert_eq!(mesh.buckets.len(), 20);
+        assert!(
+            Config::parse("modules: {}\n", "m.yml")
+                .expect("valid")
+                .mesh
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("interval: 1ms", "mesh.interval"),
+            ("packets_per_interval: 0", "mesh.packets_per_interval"),
+            ("payload_size: -3", "mesh.payload_size"),
+            ("timeout: 2m", "mesh.timeout"),
+            ("networks: [198.18.0.0/40]", "mesh.networks"),
+            ("networks: []", "mesh.networks"),
+            ("buckets: [0.1, 0.01]", "mesh.buckets"),
+            ("labels: {peer: x}", "mesh.labels"),
+            ("labels: {\"bad-name\": x}", "mesh.labels"),
+            (
+                "peers: {static: [{targets: [198.18.0.2]}]}",
+                "mesh.peers.static",
+            ),
+            (
+                "peers: {static: [{targets: [node-b], labels: {peer: b}}]}",
+                "mesh.peers.static",
+            ),
+            ("peers: {dns: [{name: \"host:80\"}]}", "mesh.peers.dns"),
+            ("peers: {fils: []}", "fils"),
+            ("intervall: 1s", "intervall"),
+        ];
+        for (line, field) in cases {
+            let text = format!("modules: {{}}\nmesh:\n  {line}\n");
+            let error = Config::parse(&text, "m.yml").expect_err(line).to_string();
+            assert!(
+                error.contains(field) && error.contains("m.yml"),
+                "{line}: {error}"
+            );
+        }
+    }
+}
