@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_peer;
 pub mod web;
 
 use std::collections::BTreeMap;
