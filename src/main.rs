@@ -11,6 +11,8 @@ use meshprobe::config::store::ConfigStore;
 use meshprobe::http::{self, AppState};
 use meshprobe::icmp::{Family, Pinger, check_permissions};
 use meshprobe::logging::{self, LogFormat, LogLevel};
+use meshprobe::mesh::discovery::{self, DiscoveryOptions};
+use meshprobe::mesh::runner::Mesh;
 use meshprobe::ping_cli::{self, PingArgs};
 use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
@@ -76,6 +78,15 @@ enum Command {
     Ping(PingArgs),
     /// Validate the configuration file and exit.
     CheckConfig,
+    /// List this machine's networks as mesh mode sees them.
+    Networks {
+        /// Include link-local addresses.
+        #[arg(long)]
+        link_local: bool,
+        /// Include interfaces that are down.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// Raises the soft open-file limit to the hard limit (as Go does at startup), so that thousands of
@@ -108,6 +119,22 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Some(Command::CheckConfig) => check_config(&cli),
+        Some(Command::Networks { link_local, all }) => {
+            let options = DiscoveryOptions {
+                include_link_local: link_local,
+                include_down: all,
+            };
+            match discovery::local_networks(options) {
+                Ok(networks) => {
+                    print!("{}", discovery::render_table(&networks));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("meshprobe networks: cannot list interfaces: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ if cli.config_check => check_config(&cli),
         _ => run_server(cli),
     }
@@ -241,9 +268,11 @@ async fn serve(
             Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
         }
     }
+    let pinger = Pinger::new();
+    let mesh = Mesh::start(pinger.clone(), store.current().mesh.clone());
     let state = Arc::new(AppState {
         config: store,
-        pinger: Pinger::new(),
+        pinger,
         counters: ExporterCounters::default(),
         timeout_offset: cli.timeout_offset,
         probe_options: ProbeOptions {
@@ -251,6 +280,7 @@ async fn serve(
         },
         max_concurrent_probes: cli.max_concurrent_probes,
         web,
+        mesh,
     });
     for listener in listeners {
         match TcpListener::from_std(listener) {

@@ -128,6 +128,7 @@ pub async fn run(args: PingArgs) -> i32 {
                 rtt,
                 hop_limit,
                 kernel_timestamp,
+                ..
             }) => {
                 summary.received += 1;
                 let ms = rtt.as_secs_f64() * 1000.0;

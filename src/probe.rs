@@ -293,6 +293,7 @@ pub async fn run_icmp_probe(
             rtt,
             hop_limit,
             kernel_timestamp,
+            ..
         }) => {
             outcome.setup = result.setup;
             outcome.rtt = Some(rtt);

@@ -276,6 +276,7 @@ pub fn render(state: &AppState) -> String {
         MetricType::Gauge,
         runtime.num_alive_tasks() as f64,
     );
+    state.mesh.render(&mut out);
     render_process(&mut out);
     out
 }

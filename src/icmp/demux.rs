@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::Interest;
 
 use super::packet::{self, Family, IcmpErrorKind, Received};
-use super::pinger::{Answer, SharedSocket};
+use super::pinger::{Answer, PingerInner, SharedSocket};
 use super::socket::{self, ReceiveBatch, SocketKind};
 use super::stats::{EngineStats, RejectReason};
 use super::table::{PendingProbe, ProbeKey};
@@ -25,7 +25,8 @@ const BATCH: usize = 64;
 const HEADROOM: usize = 128;
 
 /// Runs for the life of the process, reading `shared`'s socket.
-pub(super) async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineStats>) {
+pub(super) async fn receive_loop(shared: Arc<SharedSocket>, engine: Arc<PingerInner>) {
+    let stats = &engine.stats;
     let mut batch = ReceiveBatch::new(BATCH, 2048);
     let mut error_buffer = vec![0u8; 2048];
     loop {
@@ -45,7 +46,7 @@ pub(super) async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineSta
         let readiness = ready.ready();
         let fd = shared.fd.get_ref().as_raw_fd();
         if shared.key.kind == SocketKind::Dgram {
-            drain_error_queue(&shared, &stats, fd, &mut error_buffer);
+            drain_error_queue(&shared, stats, fd, &mut error_buffer);
         }
         loop {
             match batch.receive(fd) {
@@ -53,7 +54,7 @@ pub(super) async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineSta
                 Ok(count) => {
                     for index in 0..count {
                         let (bytes, meta) = batch.datagram(index);
-                        handle_datagram(&shared, &stats, bytes, &meta);
+                        handle_datagram(&shared, &engine, bytes, &meta);
                     }
                     if count < BATCH {
                         break;
@@ -63,7 +64,7 @@ pub(super) async fn receive_loop(shared: Arc<SharedSocket>, stats: Arc<EngineSta
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if socket::is_async_icmp_errno(&error) => {
                     // sk_err from an ICMP error on a ping socket; the error queue has the details.
-                    drain_error_queue(&shared, &stats, fd, &mut error_buffer);
+                    drain_error_queue(&shared, stats, fd, &mut error_buffer);
                 }
                 Err(error) => {
                     stats.count_receive_error();
@@ -127,10 +128,11 @@ fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &sock
 
 fn handle_datagram(
     shared: &SharedSocket,
-    stats: &EngineStats,
+    engine: &PingerInner,
     bytes: &[u8],
     meta: &socket::ReceiveMeta,
 ) {
+    let stats = &engine.stats;
     let family = shared.key.family;
     stats.count_received(family);
     let received_at = Instant::now();
@@ -176,12 +178,20 @@ fn handle_datagram(
                         rtt,
                         hop_limit: meta.hop_limit.or(header_ttl),
                         kernel_timestamp,
+                        arrival: engine.arrivals.fetch_add(1, Ordering::Relaxed),
                     };
                     // The probe may have given up in the meantime; then the answer is dropped.
                     let _ = probe.answer.send(answer);
                     stats.count_matched();
                 }
-                Err(reason) => stats.count_rejected(reason),
+                Err(reason) => {
+                    if reason == RejectReason::Duplicate
+                        && let Some(observer) = engine.observer.load().as_ref()
+                    {
+                        observer.duplicate(address);
+                    }
+                    stats.count_rejected(reason);
+                }
             }
         }
         Received::Error {

@@ -12,6 +12,7 @@ mod table;
 
 pub use packet::{Family, IcmpErrorKind};
 pub use pinger::{
-    Answer, EchoFailure, EchoRequest, EchoResult, Pinger, SocketOpenError, check_permissions,
+    Answer, EchoFailure, EchoRequest, EchoResult, Pinger, ReplyObserver, SocketOpenError,
+    check_permissions,
 };
 pub use socket::SocketKind;

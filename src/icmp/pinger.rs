@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub enum Answer {
         hop_limit: Option<u8>,
         /// The RTT's receive side came from the kernel's `SO_TIMESTAMPNS`.
         kernel_timestamp: bool,
+        /// Position of this reply in the engine's receive order (for reordering detection).
+        arrival: u64,
     },
     IcmpError {
         kind: IcmpErrorKind,
@@ -170,11 +172,19 @@ pub struct Pinger {
     inner: Arc<PingerInner>,
 }
 
-struct PingerInner {
+/// Told about replies that match no waiting probe but a recently answered one (duplicates).
+pub trait ReplyObserver: Send + Sync {
+    fn duplicate(&self, address: IpAddr);
+}
+
+pub(super) struct PingerInner {
+    pub(super) observer: arc_swap::ArcSwapOption<Box<dyn ReplyObserver>>,
     sockets: Mutex<HashMap<SocketKey, Arc<SharedSocket>>>,
     dgram_unavailable: Mutex<HashMap<Family, Instant>>,
     sequence: AtomicU16,
-    stats: Arc<EngineStats>,
+    pub(super) stats: Arc<EngineStats>,
+    /// Counts accepted replies in the order they were received.
+    pub(super) arrivals: AtomicU64,
 }
 
 impl Default for Pinger {
@@ -187,6 +197,8 @@ impl Pinger {
     pub fn new() -> Pinger {
         Pinger {
             inner: Arc::new(PingerInner {
+                observer: arc_swap::ArcSwapOption::empty(),
+                arrivals: AtomicU64::new(0),
                 sockets: Mutex::new(HashMap::new()),
                 dgram_unavailable: Mutex::new(HashMap::new()),
                 sequence: AtomicU16::new(fastrand::u16(..)),
@@ -197,6 +209,11 @@ impl Pinger {
 
     pub fn stats(&self) -> &Arc<EngineStats> {
         &self.inner.stats
+    }
+
+    /// Installs the observer told about duplicate replies (the mesh attributes them to targets).
+    pub fn set_observer(&self, observer: Box<dyn ReplyObserver>) {
+        self.inner.observer.store(Some(Arc::new(observer)));
     }
 
     /// Sends one echo request and waits until `deadline` for its reply or an ICMP error.
@@ -424,7 +441,7 @@ impl Pinger {
             .count_socket_opened(key.family, key.kind == SocketKind::Raw);
         tokio::spawn(demux::receive_loop(
             Arc::clone(&shared),
-            Arc::clone(&self.inner.stats),
+            Arc::clone(&self.inner),
         ));
         Ok(shared)
     }

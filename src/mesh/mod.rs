@@ -1,3 +1,8 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
 pub mod discovery;
+pub mod peers;
 pub mod plan;
+pub mod runner;
+mod scheduler;
+pub mod stats;
+pub mod targets;

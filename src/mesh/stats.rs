@@ -1,0 +1,359 @@
+//! Per-target mesh statistics and their `/metrics` rendering.
+//!
+//! Owns the exact accounting: every sent probe ends exactly once as received or lost (a timeout
+//! or an ICMP error); duplicates and reordered replies are counted separately and never change
+//! the RTT histogram. Reordering is judged by the engine's arrival order, not by the order in
+//! which completions happen to be processed. Rendering writes the text format directly with each
+//! target's label set pre-rendered, because a 2000-target mesh has ~60 000 series.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::expo::{self, MetricType};
+use crate::icmp::IcmpErrorKind;
+use crate::icmp::stats::ICMP_ERROR_KINDS;
+
+/// How many recent probes per target are remembered to judge reordering.
+const REORDER_WINDOW: u64 = 256;
+
+/// Counters and histogram of one target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetStats {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub send_errors: u64,
+    pub icmp_errors: [u64; ICMP_ERROR_KINDS.len()],
+    /// Non-cumulative counts per bucket; the last slot is the +Inf overflow.
+    bucket_counts: Vec<u64>,
+    rtt_sum: f64,
+    pub last_rtt: Option<f64>,
+    /// send index → (arrival order, already counted as reordered)
+    recent_arrivals: BTreeMap<u64, (u64, bool)>,
+}
+
+impl TargetStats {
+    pub fn new(bucket_count: usize) -> TargetStats {
+        TargetStats {
+            bucket_counts: vec![0; bucket_count + 1],
+            ..TargetStats::default()
+        }
+    }
+
+    pub fn record_sent(&mut self) {
+        self.sent += 1;
+    }
+
+    pub fn record_send_error(&mut self) {
+        self.send_errors += 1;
+    }
+
+    /// An echo reply for send number `send_index`, which the engine received as its
+    /// `arrival`-th accepted reply.
+    pub fn record_reply(
+        &mut self,
+        buckets: &[f64],
+        rtt_seconds: f64,
+        send_index: u64,
+        arrival: u64,
+    ) {
+        self.received += 1;
+        self.rtt_sum += rtt_seconds;
+        self.last_rtt = Some(rtt_seconds);
+        let slot = buckets
+            .iter()
+            .position(|upper| rtt_seconds <= *upper)
+            .unwrap_or(buckets.len());
+        if let Some(count) = self.bucket_counts.get_mut(slot) {
+            *count += 1;
+        }
+        self.note_arrival(send_index, arrival);
+    }
+
+    fn note_arrival(&mut self, send_index: u64, arrival: u64) {
+        // This reply is reordered if a later-sent probe's reply arrived before it.
+        let reordered_self = self
+            .recent_arrivals
+            .range(send_index + 1..)
+            .any(|(_, (other_arrival, _))| *other_arrival < arrival);
+        // Earlier-sent probes whose replies arrived after this one are reordered.
+        let mut newly_reordered = 0;
+        for (_, (other_arrival, counted)) in self.recent_arrivals.range_mut(..send_index) {
+            if *other_arrival > arrival && !*counted {
+                *counted = true;
+                newly_reordered += 1;
+            }
+        }
+        self.reordered += newly_reordered;
+        if reordered_self {
+            self.reordered += 1;
+        }
+        self.recent_arrivals
+            .insert(send_index, (arrival, reordered_self));
+        let oldest_kept = send_index.saturating_sub(REORDER_WINDOW);
+        self.recent_arrivals = self.recent_arrivals.split_off(&oldest_kept);
+    }
+
+    /// No echo reply by the deadline; `error` is the ICMP error that ended it early, if any.
+    pub fn record_lost(&mut self, error: Option<IcmpErrorKind>) {
+        self.lost += 1;
+        if let Some(kind) = error
+            && let Some(index) = ICMP_ERROR_KINDS.iter().position(|k| *k == kind)
+        {
+            self.icmp_errors[index] += 1;
+        }
+    }
+
+    pub fn record_duplicate(&mut self) {
+        self.duplicates += 1;
+    }
+}
+
+/// One target's rendered label set (`peer="b",network="…",…`) and its stats.
+pub struct RenderRow<'a> {
+    pub labels: &'a str,
+    pub stats: &'a TargetStats,
+}
+
+fn line(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: f64) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    if let Some((key, extra_value)) = extra {
+        if !labels.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{key}=\"{extra_value}\"");
+    }
+    out.push_str("} ");
+    expo::go_float(out, value);
+    out.push('\n');
+}
+
+/// Renders a label set as `k="v",…` with Prometheus escaping.
+pub fn render_labels(labels: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (index, (key, value)) in labels.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let escaped = value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{key}=\"{escaped}\"");
+    }
+    out
+}
+
+type Getter = fn(&TargetStats) -> u64;
+
+/// How a family's samples are produced.
+enum Column {
+    Counter(Getter),
+    Errors,
+    LastRtt,
+    Histogram,
+}
+
+/// Every per-target family, in the sorted order Prometheus clients write them.
+const FAMILIES: [(&str, &str, Column); 9] = [
+    (
+        "meshprobe_mesh_duplicates_total",
+        "Extra echo replies to a probe that was already answered.",
+        Column::Counter(|s| s.duplicates),
+    ),
+    (
+        "meshprobe_mesh_errors_total",
+        "ICMP errors that answered a probe instead of an echo reply, by type.",
+        Column::Errors,
+    ),
+    (
+        "meshprobe_mesh_last_rtt_seconds",
+        "RTT of the most recent echo reply.",
+        Column::LastRtt,
+    ),
+    (
+        "meshprobe_mesh_lost_total",
+        "Probes that got no echo reply by their deadline (timed out or answered by an ICMP error); each counted once.",
+        Column::Counter(|s| s.lost),
+    ),
+    (
+        "meshprobe_mesh_received_total",
+        "Probes answered by a matching echo reply in time.",
+        Column::Counter(|s| s.received),
+    ),
+    (
+        "meshprobe_mesh_reordered_total",
+        "Echo replies that arrived after the reply to a later-sent probe to the same target.",
+        Column::Counter(|s| s.reordered),
+    ),
+    (
+        "meshprobe_mesh_rtt_seconds",
+        "Round-trip time of echo replies (kernel receive timestamp minus send time).",
+        Column::Histogram,
+    ),
+    (
+        "meshprobe_mesh_send_errors_total",
+        "Probes the kernel refused to send (no route, interface down); not counted as sent.",
+        Column::Counter(|s| s.send_errors),
+    ),
+    (
+        "meshprobe_mesh_sent_total",
+        "Echo requests sent whose outcome is known (sent = received + lost at all times).",
+        Column::Counter(|s| s.sent),
+    ),
+];
+
+/// Writes every per-target family, sorted by family name.
+pub fn render(out: &mut String, rows: &[RenderRow<'_>], buckets: &[f64]) {
+    for (name, help, column) in &FAMILIES {
+        match column {
+            Column::Counter(get) => {
+                expo::family(out, name, help, MetricType::Counter);
+                for row in rows {
+                    line(out, name, row.labels, None, get(row.stats) as f64);
+                }
+            }
+            Column::Errors => {
+                expo::family(out, name, help, MetricType::Counter);
+                for row in rows {
+                    for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
+                        let count = row.stats.icmp_errors[index];
+                        if count > 0 {
+                            line(
+                                out,
+                                name,
+                                row.labels,
+                                Some(("type", kind.as_str())),
+                                count as f64,
+                            );
+                        }
+                    }
+                }
+            }
+            Column::LastRtt => {
+                expo::family(out, name, help, MetricType::Gauge);
+                for row in rows {
+                    if let Some(rtt) = row.stats.last_rtt {
+                        line(out, name, row.labels, None, rtt);
+                    }
+                }
+            }
+            Column::Histogram => render_histogram(out, name, help, rows, buckets),
+        }
+    }
+}
+
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: &[RenderRow<'_>],
+    buckets: &[f64],
+) {
+    expo::family(out, name, help, MetricType::Histogram);
+    let bucket_name = format!("{name}_bucket");
+    let mut le = String::new();
+    for row in rows {
+        let mut cumulative = 0u64;
+        for (index, upper) in buckets.iter().enumerate() {
+            cumulative += row.stats.bucket_counts.get(index).copied().unwrap_or(0);
+            le.clear();
+            expo::go_float(&mut le, *upper);
+            line(
+                out,
+                &bucket_name,
+                row.labels,
+                Some(("le", &le)),
+                cumulative as f64,
+            );
+        }
+        line(
+            out,
+            &bucket_name,
+            row.labels,
+            Some(("le", "+Inf")),
+            row.stats.received as f64,
+        );
+        line(
+            out,
+            &format!("{name}_sum"),
+            row.labels,
+            None,
+            row.stats.rtt_sum,
+        );
+        line(
+            out,
+            &format!("{name}_count"),
+            row.labels,
+            None,
+            row.stats.received as f64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reordering_is_judged_by_arrival_not_processing_order() {
+        let buckets = [0.001];
+        let mut stats = TargetStats::new(1);
+        // Sent 1, 2, 3; replies arrive 1, 3, 2: reply 2 is reordered.
+        stats.record_reply(&buckets, 0.0001, 1, 10);
+        stats.record_reply(&buckets, 0.0001, 3, 11);
+        stats.record_reply(&buckets, 0.0001, 2, 12);
+        assert_eq!(stats.reordered, 1);
+        // Same arrivals, processed in another order: same answer.
+        let mut other = TargetStats::new(1);
+        other.record_reply(&buckets, 0.0001, 2, 12);
+        other.record_reply(&buckets, 0.0001, 1, 10);
+        other.record_reply(&buckets, 0.0001, 3, 11);
+        assert_eq!(other.reordered, 1);
+        assert_eq!(other.received, 3);
+    }
+
+    #[test]
+    fn histogram_and_counters_render_sorted_and_cumulative() {
+        let buckets = [0.001, 0.01];
+        let mut stats = TargetStats::new(2);
+        stats.record_sent();
+        stats.record_sent();
+        stats.record_sent();
+        stats.record_reply(&buckets, 0.0005, 1, 1);
+        stats.record_reply(&buckets, 0.5, 2, 2);
+        stats.record_lost(Some(IcmpErrorKind::TimeExceeded));
+        let labels = render_labels(&[("peer".into(), "b".into())]);
+        let mut out = String::new();
+        render(
+            &mut out,
+            &[RenderRow {
+                labels: &labels,
+                stats: &stats,
+            }],
+            &buckets,
+        );
+        assert!(
+            out.contains("meshprobe_mesh_rtt_seconds_bucket{peer=\"b\",le=\"0.001\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("meshprobe_mesh_rtt_seconds_bucket{peer=\"b\",le=\"0.01\"} 1\n"));
+        assert!(out.contains("meshprobe_mesh_rtt_seconds_bucket{peer=\"b\",le=\"+Inf\"} 2\n"));
+        assert!(out.contains("meshprobe_mesh_rtt_seconds_count{peer=\"b\"} 2\n"));
+        assert!(out.contains("meshprobe_mesh_errors_total{peer=\"b\",type=\"time_exceeded\"} 1\n"));
+        assert!(out.contains("meshprobe_mesh_sent_total{peer=\"b\"} 3\n"));
+        assert!(out.contains("meshprobe_mesh_last_rtt_seconds{peer=\"b\"} 0.5\n"));
+        let families: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let mut sorted = families.clone();
+        sorted.sort();
+        assert_eq!(families, sorted);
+    }
+}

@@ -1,0 +1,165 @@
+//! Turning peer entries into the mesh's target set: which addresses to ping and with which labels.
+//!
+//! Owns one rule on top of [`plan`]: a peer entry that carries an explicit `network` label (as the
+//! charm writes them, already planned) is pinged as given; every other entry goes through
+//! [`plan`] with this machine's networks and `mesh.networks`, and gets the shared network's CIDR
+//! as its `network` label. It also builds each target's final, sorted label set. Pure.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::peers::PeerEntry;
+use super::plan::{LocalNetwork, NetworkSelector, Peer, Unplaced, plan};
+use crate::icmp::Family;
+
+/// One target of the mesh, with every label its series carry (sorted by name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetSpec {
+    pub address: IpAddr,
+    pub labels: Vec<(String, String)>,
+}
+
+impl TargetSpec {
+    pub fn family(&self) -> Family {
+        Family::of(&self.address)
+    }
+
+    pub fn label(&self, name: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// The target set and the peers that got no target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetSet {
+    /// Sorted; no two targets share a label set.
+    pub targets: Vec<TargetSpec>,
+    pub unplaced: Vec<(String, Unplaced)>,
+}
+
+fn spec(
+    address: IpAddr,
+    network: String,
+    entry_labels: &BTreeMap<String, String>,
+    mesh_labels: &BTreeMap<String, String>,
+) -> TargetSpec {
+    let mut labels: BTreeMap<String, String> = mesh_labels.clone();
+    labels.extend(entry_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert("network".into(), network);
+    labels.insert("address".into(), address.to_string());
+    let protocol = match Family::of(&address) {
+        Family::V4 => "ip4",
+        Family::V6 => "ip6",
+    };
+    labels.insert("ip_protocol".into(), protocol.into());
+    TargetSpec {
+        address,
+        labels: labels.into_iter().collect(),
+    }
+}
+
+/// Builds the target set. See the module documentation for the rule.
+pub fn build_targets(
+    entries: &[PeerEntry],
+    local: &[LocalNetwork],
+    selectors: &[NetworkSelector],
+    mesh_labels: &BTreeMap<String, String>,
+) -> TargetSet {
+    let mut set = TargetSet::default();
+    let mut planned_entries: Vec<&PeerEntry> = Vec::new();
+    for entry in entries {
+        match entry.labels.get("network") {
+            Some(network) => set.targets.push(spec(
+                entry.address,
+                network.clone(),
+                &entry.labels,
+                mesh_labels,
+            )),
+            None => planned_entries.push(entry),
+        }
+    }
+    let mut peers: BTreeMap<&str, Peer> = BTreeMap::new();
+    for entry in &planned_entries {
+        peers
+            .entry(entry.peer())
+            .or_insert_with(|| Peer {
+                name: entry.peer().to_string(),
+                addresses: Vec::new(),
+            })
+            .addresses
+            .push(entry.address);
+    }
+    let peers: Vec<Peer> = peers.into_values().collect();
+    let result = plan(local, &peers, selectors);
+    for target in &result.targets {
+        // The labels of the entry that announced this address.
+        let labels = planned_entries
+            .iter()
+            .find(|e| e.address == target.address && e.peer() == target.peer)
+            .map(|e| e.labels.clone())
+            .unwrap_or_default();
+        set.targets.push(spec(
+            target.address,
+            target.network.to_string(),
+            &labels,
+            mesh_labels,
+        ));
+    }
+    set.unplaced = result.unplaced;
+    set.targets.sort();
+    set.targets.dedup_by(|a, b| a.labels == b.labels);
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(address: &str, labels: &[(&str, &str)]) -> PeerEntry {
+        PeerEntry {
+            address: address.parse().unwrap(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn explicit_networks_pass_through_and_others_are_planned() {
+        let local = [LocalNetwork::new("eth0", "198.18.0.1".parse().unwrap(), 24).unwrap()];
+        let entries = [
+            entry("198.18.0.2", &[("peer", "b"), ("rack", "r1")]),
+            entry("203.0.113.7", &[("peer", "c")]),
+            entry("198.51.100.9", &[("peer", "d"), ("network", "wan")]),
+        ];
+        let mesh_labels: BTreeMap<String, String> =
+            [("site".to_string(), "lab".to_string())].into();
+        let set = build_targets(&entries, &local, &[NetworkSelector::All], &mesh_labels);
+        assert_eq!(set.targets.len(), 2);
+        let b = set
+            .targets
+            .iter()
+            .find(|t| t.label("peer") == "b")
+            .expect("b planned");
+        assert_eq!(b.label("network"), "198.18.0.0/24");
+        assert_eq!(b.label("rack"), "r1");
+        assert_eq!(b.label("site"), "lab");
+        assert_eq!(b.label("ip_protocol"), "ip4");
+        assert_eq!(b.label("address"), "198.18.0.2");
+        let d = set
+            .targets
+            .iter()
+            .find(|t| t.label("peer") == "d")
+            .expect("d given");
+        assert_eq!(d.label("network"), "wan");
+        assert_eq!(set.unplaced, [("c".to_string(), Unplaced::NoCommonNetwork)]);
+        let names: Vec<&str> = b.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+}
