@@ -370,3 +370,21 @@ mesh:
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::super::Config;
+
+    #[test]
+    fn shipped_examples_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("config/meshprobe.yml");
+        let text = std::fs::read_to_string(&path).expect("config/meshprobe.yml");
+        let config = Config::parse(&text, "config/meshprobe.yml").expect("example config is valid");
+        assert!(config.mesh.is_some());
+        let peers = root.join("config/peers.example.json");
+        let text = std::fs::read_to_string(&peers).expect("config/peers.example.json");
+        let groups = crate::mesh::peers::parse_file_sd(&text, &peers).expect("example peers file is valid");
+        assert_eq!(groups.len(), 3);
+    }
+}
