@@ -90,6 +90,7 @@ fn peer_namespace_deleted_mid_run_then_rebuilt() {
             while !stop.load(Ordering::Relaxed) {
                 probe(&exporter, TARGET_V4, "icmp");
                 probes += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             probes
         })

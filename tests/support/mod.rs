@@ -98,6 +98,10 @@ impl Namespace {
         namespace.exec("ip", &["link", "set", "lo", "up"]);
         namespace.sysctl("net.ipv4.icmp_ratelimit", "0");
         namespace.sysctl("net.ipv6.icmp.ratelimit", "0");
+        // The namespace-wide ICMP budget (1000/s, burst 50 by default) would make a busy test
+        // router drop some of its ICMP errors.
+        namespace.sysctl("net.ipv4.icmp_msgs_per_sec", "1000000");
+        namespace.sysctl("net.ipv4.icmp_msgs_burst", "1000000");
         // No duplicate address detection: link-local addresses are usable at once.
         namespace.sysctl("net.ipv6.conf.default.accept_dad", "0");
         namespace.sysctl("net.ipv6.conf.all.accept_dad", "0");
