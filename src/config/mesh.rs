@@ -384,7 +384,8 @@ mod example_tests {
         assert!(config.mesh.is_some());
         let peers = root.join("config/peers.example.json");
         let text = std::fs::read_to_string(&peers).expect("config/peers.example.json");
-        let groups = crate::mesh::peers::parse_file_sd(&text, &peers).expect("example peers file is valid");
+        let groups =
+            crate::mesh::peers::parse_file_sd(&text, &peers).expect("example peers file is valid");
         assert_eq!(groups.len(), 3);
     }
 }
