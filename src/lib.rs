@@ -23,6 +23,7 @@
 //! sends, and waits. The socket's receiver task (`icmp::pinger`) reads replies in batches with
 //! kernel timestamps and wakes exactly the matching probe. [`probe::render`] writes the metrics.
 
+pub mod charm;
 pub mod config;
 pub mod expo;
 pub mod http;

@@ -107,6 +107,10 @@ fn raise_open_file_limit() {
 }
 
 fn main() -> ExitCode {
+    // Run by Juju (the charm's dispatch script): handle the hook or action, nothing else.
+    if let Some(code) = meshprobe::charm::dispatch_from_env() {
+        return code;
+    }
     let cli = Cli::parse();
     raise_open_file_limit();
     logging::init(cli.log_level, cli.log_prober, cli.log_format);

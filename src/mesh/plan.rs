@@ -87,7 +87,8 @@ impl NetworkSelector {
         }
     }
 
-    fn matches(&self, local: &LocalNetwork) -> bool {
+    /// Whether this selector picks `local`.
+    pub fn matches_network(&self, local: &LocalNetwork) -> bool {
         match self {
             NetworkSelector::All => true,
             NetworkSelector::Cidr(cidr) => {
@@ -260,7 +261,10 @@ pub fn plan(local: &[LocalNetwork], peers: &[Peer], chosen: &[NetworkSelector]) 
                 continue;
             };
             shared_any = true;
-            if !chosen.iter().any(|selector| selector.matches(network)) {
+            if !chosen
+                .iter()
+                .any(|selector| selector.matches_network(network))
+            {
                 continue;
             }
             let family = Family::of(address);

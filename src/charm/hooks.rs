@@ -1,0 +1,408 @@
+//! Hook handlers: what each Juju hook does to the cache, the relation bags, the peers file and
+//! the service.
+//!
+//! Owns the per-hook cost model: peer `-joined`/`-changed` read only `JUJU_REMOTE_UNIT`'s bag,
+//! `-departed` reads nothing, full relation reads happen only when the cache is missing or in
+//! `leader-elected`/`upgrade-charm`, and every write (bags, peers file, service) happens only when
+//! the content changes. Leader publishing lives in `leader.rs`.
+
+use std::collections::BTreeMap;
+
+use super::env::JujuEnv;
+use super::leader;
+use super::model::{CharmConfig, SharedNetwork, networks_json, parse_exporter, parse_networks};
+use super::publish::{UnitData, peers_file, plan_for};
+use super::service;
+use super::state::{Cache, Paths, PeerRecord, save_cache, write_if_changed};
+use super::tools::HookTools;
+use crate::mesh::discovery::{DiscoveryOptions, local_networks};
+
+/// The peer relation's endpoint name.
+pub const PEER_ENDPOINT: &str = "mesh";
+
+/// Everything a handler needs.
+pub struct HookContext<'a> {
+    pub env: &'a JujuEnv,
+    pub tools: &'a dyn HookTools,
+    pub paths: Paths,
+    pub cache: Cache,
+}
+
+impl HookContext<'_> {
+    /// The config from the cache, or from `config-get` when the cache has none.
+    pub fn config(&mut self) -> Result<CharmConfig, String> {
+        if let Some(config) = &self.cache.config {
+            return Ok(config.clone());
+        }
+        self.refresh_config()
+    }
+
+    pub fn refresh_config(&mut self) -> Result<CharmConfig, String> {
+        let values = self.tools.config_get().map_err(|e| e.to_string())?;
+        let config = CharmConfig::from_values(&values)?;
+        self.cache.config = Some(config.clone());
+        Ok(config)
+    }
+
+    /// Every unit's data as the cache knows it, this unit included.
+    pub fn units(&self) -> BTreeMap<String, UnitData> {
+        let mut units: BTreeMap<String, UnitData> = self
+            .cache
+            .peers
+            .iter()
+            .filter(|(_, record)| record.problem.is_none())
+            .map(|(name, record)| {
+                let data = UnitData {
+                    networks: record.networks.clone(),
+                    exporter: record.exporter.clone(),
+                };
+                (name.clone(), data)
+            })
+            .collect();
+        units.insert(
+            self.env.unit.clone(),
+            UnitData {
+                networks: self.cache.own_networks.clone(),
+                exporter: self.cache.own_exporter.clone(),
+            },
+        );
+        units
+    }
+
+    /// Writes `values` into this unit's (or, with `app`, the application's) bag on
+    /// `relation_id`, skipping keys whose last written value is the same.
+    pub fn set_if_changed(
+        &mut self,
+        relation_id: &str,
+        values: BTreeMap<String, String>,
+        app: bool,
+    ) -> Result<bool, String> {
+        let scope = if app { "app" } else { "unit" };
+        let changed: BTreeMap<String, String> = values
+            .into_iter()
+            .filter(|(key, value)| {
+                self.cache
+                    .written
+                    .get(&format!("{relation_id} {scope} {key}"))
+                    != Some(value)
+            })
+            .collect();
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        self.tools
+            .relation_set(relation_id, &changed, app)
+            .map_err(|e| e.to_string())?;
+        for (key, value) in changed {
+            self.cache
+                .written
+                .insert(format!("{relation_id} {scope} {key}"), value);
+        }
+        Ok(true)
+    }
+}
+
+/// Runs the handler for the current hook. Unknown hooks do nothing.
+pub fn handle(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let hook = ctx.env.hook.clone();
+    let relation = ctx.env.relation.clone();
+    match (hook.as_str(), relation.as_deref()) {
+        ("install", _) => install(ctx),
+        ("upgrade-charm", _) => {
+            install(ctx)?;
+            rebuild_cache(ctx)?;
+            share_networks(ctx)?;
+            service::restart(ctx.tools)?;
+            after_membership_change(ctx)
+        }
+        ("start", _) => service::start(ctx.tools),
+        ("stop", _) => service::stop(ctx.tools),
+        ("remove", _) => service::remove(ctx.tools, &ctx.paths),
+        ("config-changed", _) => config_changed(ctx),
+        ("leader-elected", _) => {
+            ctx.cache.leader = true;
+            rebuild_cache(ctx)?;
+            after_membership_change(ctx)
+        }
+        ("leader-settings-changed", _) => {
+            ctx.cache.leader = false;
+            Ok(())
+        }
+        ("update-status", _) => leader::publish(ctx),
+        (_, Some(PEER_ENDPOINT)) => peer_hook(ctx, &hook),
+        (_, Some(endpoint)) => {
+            remember_relation(ctx, endpoint);
+            leader::relation_hook(ctx, endpoint)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn install(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let config = ctx.refresh_config()?;
+    ctx.cache.own_networks = discover()?;
+    service::write_files(
+        ctx.tools,
+        &ctx.paths,
+        &ctx.env.charm_dir,
+        &config,
+        &ctx.cache.own_networks,
+    )?;
+    ctx.tools
+        .open_port(&format!("{}/tcp", config.port))
+        .map_err(|e| e.to_string())?;
+    ctx.tools.open_port("icmp").map_err(|e| e.to_string())
+}
+
+fn config_changed(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let old_port = ctx.cache.config.as_ref().map(|c| c.port);
+    let config = ctx.refresh_config()?;
+    share_networks(ctx)?;
+    let (unit_changed, config_file_changed) = service::write_files(
+        ctx.tools,
+        &ctx.paths,
+        &ctx.env.charm_dir,
+        &config,
+        &ctx.cache.own_networks,
+    )?;
+    if old_port.is_some_and(|p| p != config.port) {
+        ctx.tools
+            .open_port(&format!("{}/tcp", config.port))
+            .map_err(|e| e.to_string())?;
+    }
+    if unit_changed {
+        service::restart(ctx.tools)?;
+    } else if config_file_changed {
+        service::reload(ctx.tools)?;
+    }
+    after_membership_change(ctx)
+}
+
+/// This machine's networks, as shared with peers.
+fn discover() -> Result<Vec<SharedNetwork>, String> {
+    let networks = local_networks(DiscoveryOptions::default())
+        .map_err(|e| format!("cannot list interfaces: {e}"))?;
+    let mut shared: Vec<SharedNetwork> = networks.iter().map(SharedNetwork::from_local).collect();
+    shared.sort_by_key(|n| (n.cidr, n.address));
+    Ok(shared)
+}
+
+/// Publishes this unit's networks and exporter address in its peer bag (only if changed).
+fn share_networks(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let config = ctx.config()?;
+    ctx.cache.own_networks = discover()?;
+    let selectors = config.selectors();
+    let exporter = ctx
+        .cache
+        .own_networks
+        .iter()
+        .find(|n| selectors.iter().any(|s| s.matches_network(&n.to_local())))
+        .or(ctx.cache.own_networks.first())
+        .map(|n| std::net::SocketAddr::new(n.address, config.port).to_string());
+    ctx.cache.own_exporter = exporter.clone();
+    let relation_ids = peer_relation_ids(ctx)?;
+    for relation_id in relation_ids {
+        let mut values = BTreeMap::from([(
+            "networks".to_string(),
+            networks_json(&ctx.cache.own_networks),
+        )]);
+        if let Some(exporter) = &exporter {
+            values.insert("exporter".into(), exporter.clone());
+        }
+        ctx.set_if_changed(&relation_id, values, false)?;
+    }
+    leader::share_unit_address(ctx)
+}
+
+fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
+    if ctx.env.relation.as_deref() == Some(PEER_ENDPOINT)
+        && let Some(id) = &ctx.env.relation_id
+    {
+        return Ok(vec![id.clone()]);
+    }
+    if let Some(ids) = ctx.cache_relations(PEER_ENDPOINT) {
+        return Ok(ids);
+    }
+    let ids = ctx
+        .tools
+        .relation_ids(PEER_ENDPOINT)
+        .map_err(|e| e.to_string())?;
+    ctx.cache
+        .relations
+        .insert(PEER_ENDPOINT.into(), ids.clone());
+    Ok(ids)
+}
+
+impl HookContext<'_> {
+    pub fn cache_relations(&self, endpoint: &str) -> Option<Vec<String>> {
+        self.cache.relations.get(endpoint).cloned()
+    }
+}
+
+fn remember_relation(ctx: &mut HookContext<'_>, endpoint: &str) {
+    let Some(id) = ctx.env.relation_id.clone() else {
+        return;
+    };
+    let ids = ctx.cache.relations.entry(endpoint.to_string()).or_default();
+    if ctx.env.hook.ends_with("-relation-broken") {
+        ids.retain(|known| known != &id);
+    } else if !ids.contains(&id) {
+        ids.push(id);
+        ids.sort();
+    }
+}
+
+/// Turns one peer's raw bag into a record, never failing.
+fn peer_record(bag: &BTreeMap<String, String>) -> PeerRecord {
+    let mut record = PeerRecord::default();
+    if let Some(text) = bag.get("networks") {
+        match parse_networks(text) {
+            Ok(networks) => record.networks = networks,
+            Err(problem) => record.problem = Some(problem),
+        }
+    }
+    if let Some(text) = bag.get("exporter") {
+        match parse_exporter(text) {
+            Ok(address) => record.exporter = Some(address.to_string()),
+            Err(problem) => record.problem = record.problem.take().or(Some(problem)),
+        }
+    }
+    record
+}
+
+fn peer_hook(ctx: &mut HookContext<'_>, hook: &str) -> Result<(), String> {
+    remember_relation(ctx, PEER_ENDPOINT);
+    if hook.ends_with("-relation-created") {
+        return share_networks(ctx);
+    }
+    if hook.ends_with("-relation-departed") {
+        if let Some(departing) = ctx.env.departing_unit.clone()
+            && departing != ctx.env.unit
+        {
+            ctx.cache.peers.remove(&departing);
+        }
+        return after_membership_change(ctx);
+    }
+    if hook.ends_with("-relation-joined") || hook.ends_with("-relation-changed") {
+        // App-bag changes arrive with an empty JUJU_REMOTE_UNIT: nothing of ours to read.
+        let (Some(remote), Some(relation_id)) =
+            (ctx.env.remote_unit.clone(), ctx.env.relation_id.clone())
+        else {
+            return Ok(());
+        };
+        let bag = match ctx.tools.relation_get(&relation_id, &remote, false) {
+            Ok(bag) => bag,
+            Err(error) => {
+                // The remote's data could not be read; keep what we knew.
+                ctx.tools
+                    .log("WARNING", &format!("cannot read {remote}'s data: {error}"));
+                return Ok(());
+            }
+        };
+        let record = peer_record(&bag);
+        if ctx.cache.peers.get(&remote) == Some(&record) {
+            return leader::publish(ctx);
+        }
+        ctx.cache.peers.insert(remote, record);
+        return after_membership_change(ctx);
+    }
+    Ok(())
+}
+
+/// Re-reads every peer's bag (only when the cache is missing, and on leader-elected/upgrade).
+pub fn rebuild_cache(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let ids = ctx
+        .tools
+        .relation_ids(PEER_ENDPOINT)
+        .map_err(|e| e.to_string())?;
+    ctx.cache
+        .relations
+        .insert(PEER_ENDPOINT.into(), ids.clone());
+    let mut peers = BTreeMap::new();
+    for relation_id in &ids {
+        for unit in ctx
+            .tools
+            .relation_list(relation_id)
+            .map_err(|e| e.to_string())?
+        {
+            let record = match ctx.tools.relation_get(relation_id, &unit, false) {
+                Ok(bag) => peer_record(&bag),
+                Err(error) => PeerRecord {
+                    problem: Some(format!("cannot read its data: {error}")),
+                    ..PeerRecord::default()
+                },
+            };
+            peers.insert(unit, record);
+        }
+    }
+    ctx.cache.peers = peers;
+    if ctx.cache.own_networks.is_empty() {
+        ctx.cache.own_networks = discover()?;
+    }
+    for endpoint in ["metrics-endpoint", "cos-agent", "prometheus-manual"] {
+        if let Ok(ids) = ctx.tools.relation_ids(endpoint) {
+            ctx.cache.relations.insert(endpoint.into(), ids);
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes this unit's plan, rewrites the peers file if it changed, lets the leader publish,
+/// and updates the status.
+pub fn after_membership_change(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    let config = ctx.config()?;
+    let plan = plan_for(&ctx.env.unit, &ctx.units(), &config.selectors());
+    if config.mode.mesh() {
+        write_if_changed(&ctx.paths.peers_file(), peers_file(&plan).as_bytes())
+            .map_err(|e| format!("cannot write the peers file: {e}"))?;
+    }
+    leader::publish(ctx)?;
+    update_status(ctx, &plan);
+    Ok(())
+}
+
+fn update_status(ctx: &mut HookContext<'_>, plan: &crate::mesh::plan::Plan) {
+    let mut peers: Vec<&str> = plan.targets.iter().map(|t| t.peer.as_str()).collect();
+    peers.dedup();
+    let mut networks: Vec<String> = plan.targets.iter().map(|t| t.network.to_string()).collect();
+    networks.sort();
+    networks.dedup();
+    let plural = |n: usize, word: &str| {
+        if n == 1 {
+            format!("{n} {word}")
+        } else {
+            format!("{n} {word}s")
+        }
+    };
+    let mut message = format!(
+        "probing {} on {}",
+        plural(peers.len(), "peer"),
+        plural(networks.len(), "network")
+    );
+    let without = plan.unplaced.len();
+    if without > 0 {
+        message.push_str(&format!(
+            "; {} without a common network",
+            plural(without, "peer")
+        ));
+    }
+    let skipped: Vec<String> = ctx
+        .cache
+        .peers
+        .iter()
+        .filter_map(|(name, record)| record.problem.as_ref().map(|p| format!("{name}: {p}")))
+        .collect();
+    if !skipped.is_empty() {
+        message.push_str(&format!("; skipped {}", skipped.join("; ")));
+    }
+    let status = format!("active {message}");
+    if ctx.cache.status != status && ctx.tools.status_set("active", &message).is_ok() {
+        ctx.cache.status = status;
+    }
+}
+
+/// Saves the cache at the end of a successful hook.
+pub fn finish(ctx: &HookContext<'_>) -> Result<(), String> {
+    save_cache(&ctx.paths.cache(), &ctx.cache)
+        .map_err(|e| format!("cannot save the charm cache: {e}"))
+}
