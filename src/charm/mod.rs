@@ -86,3 +86,6 @@ pub fn run(env: &JujuEnv, tools: &dyn HookTools, paths: Paths) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
