@@ -18,7 +18,7 @@ trap 'rm -rf "$staging"' EXIT
 cp charm/dispatch "$staging/dispatch"
 cp "$binary" "$staging/meshprobe"
 chmod 755 "$staging/dispatch" "$staging/meshprobe"
-cp charm/charmcraft.yaml charm/README.md "$staging/"
+cp charm/charmcraft.yaml charm/README.md charm/copyright "$staging/"
 # Split the unified charmcraft.yaml by top-level key: config and actions get their own files
 # (content of the block, dedented by two spaces); build-only keys are left out of metadata.yaml.
 awk -v dir="$staging" '
