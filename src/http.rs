@@ -102,10 +102,10 @@ pub fn parse_listen_address(text: &str) -> Result<Vec<SocketAddr>, String> {
         .map_err(|e| format!("invalid listen address {text:?}: {e}"))
 }
 
-async fn route(state: &AppState, request: Request<Incoming>) -> HttpResponse {
+async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpResponse {
     match request.uri().path() {
         "/probe" => handle_probe(state, &request).await,
-        "/metrics" => metrics_response(state, &request),
+        "/metrics" => metrics_response(state, &request).await,
         "/-/healthy" => text(StatusCode::OK, "Healthy"),
         "/-/reload" => handle_reload(state, request.method()),
         "/config" => text(StatusCode::OK, state.config.current().to_yaml()),
@@ -164,8 +164,10 @@ pub fn reload_configs(state: &AppState) -> Result<(), String> {
 
 /// `/metrics`, gzip-compressed when the client accepts it (Prometheus always does): a large
 /// mesh's exposition shrinks about twentyfold.
-fn metrics_response(state: &AppState, request: &Request<Incoming>) -> HttpResponse {
-    let body = crate::self_metrics::render(state);
+///
+/// Rendering (and compressing) a large mesh takes tens of milliseconds, so it runs on the blocking
+/// pool: the runtime thread keeps sending probes on time meanwhile.
+async fn metrics_response(state: &Arc<AppState>, request: &Request<Incoming>) -> HttpResponse {
     let accepts_gzip = request
         .headers()
         .get(hyper::header::ACCEPT_ENCODING)
@@ -174,6 +176,18 @@ fn metrics_response(state: &AppState, request: &Request<Incoming>) -> HttpRespon
             v.split(',')
                 .any(|e| e.trim().split(';').next() == Some("gzip"))
         });
+    let state = Arc::clone(state);
+    match tokio::task::spawn_blocking(move || encode_metrics(&state, accepts_gzip)).await {
+        Ok(response) => response,
+        Err(error) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render metrics: {error}\n"),
+        ),
+    }
+}
+
+fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpResponse {
+    let body = crate::self_metrics::render(state);
     if accepts_gzip && body.len() > 1024 {
         use std::io::Write;
         let mut encoder = flate2::write::GzEncoder::new(

@@ -2,8 +2,8 @@
 //!
 //! Owns pacing and outcome accounting. Each round of `mesh.interval` is cut into one slot per
 //! (target, packet): a target's k packets sit interval/k apart, and targets fill the slots in
-//! between, so 10 000 targets never burst. Slots less than a millisecond away are sent without
-//! sleeping (the timer's resolution). A send more than min(10 ms, interval/10) behind its slot is
+//! between, so 10 000 targets never burst. Slots due within one tick (interval/100, between 1 and
+//! 10 ms) go out together, so a wakeup sends a few probes instead of one. A send more than min(10 ms, interval/10) behind its slot is
 //! still sent, and counted in `meshprobe_mesh_late_sends_total`. All probes of the mesh run as
 //! futures inside this one task, so a probe costs no task spawn and no cross-thread wakeup.
 
@@ -18,7 +18,10 @@ use tokio::time::Instant;
 use super::runner::{MeshShared, MeshTarget};
 use crate::icmp::{Answer, EchoFailure, EchoRequest, EchoResult, Pinger};
 
-const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+/// Sends due within one tick go out together: one wakeup per tick instead of one per send.
+fn tick_for(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(10))
+}
 
 type Completion = (Arc<MeshTarget>, u64, EchoResult);
 
@@ -78,11 +81,12 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
         let target_count = table.targets.len();
         let slots = target_count * per_target;
         let late_after = (interval / 10).min(Duration::from_millis(10));
+        let tick = tick_for(interval);
         for slot in 0..slots {
             let due = round_start + interval.mul_f64(slot as f64 / slots as f64);
             loop {
                 let now = Instant::now();
-                if now + TIMER_RESOLUTION >= due {
+                if now + tick >= due {
                     break;
                 }
                 tokio::select! {

@@ -6,7 +6,6 @@
 //! which completions happen to be processed. Rendering writes the text format directly with each
 //! target's label set pre-rendered, because a 2000-target mesh has ~60 000 series.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::expo::{self, MetricType};
@@ -14,7 +13,7 @@ use crate::icmp::IcmpErrorKind;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
 
 /// How many recent probes per target are remembered to judge reordering.
-const REORDER_WINDOW: u64 = 256;
+const REORDER_WINDOW: u64 = 32;
 
 /// Counters and histogram of one target.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +29,9 @@ pub struct TargetStats {
     bucket_counts: Vec<u64>,
     rtt_sum: f64,
     pub last_rtt: Option<f64>,
-    /// send index → (arrival order, already counted as reordered)
-    recent_arrivals: BTreeMap<u64, (u64, bool)>,
+    /// Recent replies: (send index, arrival order, already counted as reordered), at most
+    /// [`REORDER_WINDOW`] sends back; a few hundred bytes per target.
+    recent_arrivals: Vec<(u64, u64, bool)>,
 }
 
 impl TargetStats {
@@ -76,24 +76,29 @@ impl TargetStats {
         // This reply is reordered if a later-sent probe's reply arrived before it.
         let reordered_self = self
             .recent_arrivals
-            .range(send_index + 1..)
-            .any(|(_, (other_arrival, _))| *other_arrival < arrival);
+            .iter()
+            .any(|(index, other_arrival, _)| *index > send_index && *other_arrival < arrival);
         // Earlier-sent probes whose replies arrived after this one are reordered.
-        let mut newly_reordered = 0;
-        for (_, (other_arrival, counted)) in self.recent_arrivals.range_mut(..send_index) {
-            if *other_arrival > arrival && !*counted {
+        for (index, other_arrival, counted) in &mut self.recent_arrivals {
+            if *index < send_index && *other_arrival > arrival && !*counted {
                 *counted = true;
-                newly_reordered += 1;
+                self.reordered += 1;
             }
         }
-        self.reordered += newly_reordered;
         if reordered_self {
             self.reordered += 1;
         }
         self.recent_arrivals
-            .insert(send_index, (arrival, reordered_self));
-        let oldest_kept = send_index.saturating_sub(REORDER_WINDOW);
-        self.recent_arrivals = self.recent_arrivals.split_off(&oldest_kept);
+            .push((send_index, arrival, reordered_self));
+        let newest = self
+            .recent_arrivals
+            .iter()
+            .map(|(index, _, _)| *index)
+            .max()
+            .unwrap_or(send_index);
+        let oldest_kept = newest.saturating_sub(REORDER_WINDOW);
+        self.recent_arrivals
+            .retain(|(index, _, _)| *index >= oldest_kept);
     }
 
     /// No echo reply by the deadline; `error` is the ICMP error that ended it early, if any.
