@@ -4,6 +4,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`charm`] | the embedded Juju charm: hooks, hook tools, cache, publishing (run when `JUJU_DISPATCH_PATH` is set) |
 //! | [`config`] | the `modules:` file model, validation, Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
@@ -11,6 +12,7 @@
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
+//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
