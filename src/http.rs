@@ -187,26 +187,37 @@ async fn metrics_response(state: &Arc<AppState>, request: &Request<Incoming>) ->
 }
 
 fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpResponse {
-    let body = crate::self_metrics::render(state);
-    if accepts_gzip && body.len() > 1024 {
-        use std::io::Write;
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 8),
-            flate2::Compression::fast(),
-        );
-        if encoder.write_all(body.as_bytes()).is_ok()
-            && let Ok(compressed) = encoder.finish()
-        {
-            let mut response =
-                with_content_type(text(StatusCode::OK, compressed), expo::CONTENT_TYPE);
-            response.headers_mut().insert(
-                hyper::header::CONTENT_ENCODING,
-                HeaderValue::from_static("gzip"),
-            );
-            return response;
-        }
+    use std::io::Write;
+    if !accepts_gzip {
+        let body = crate::self_metrics::render(state);
+        let response = with_content_type(text(StatusCode::OK, body), expo::CONTENT_TYPE);
+        crate::mesh::runner::release_memory();
+        return response;
     }
-    with_content_type(text(StatusCode::OK, body), expo::CONTENT_TYPE)
+    // Compress as the text is produced: only one 64 KiB chunk of text exists at a time.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut failed = false;
+    let rest = crate::self_metrics::render_streaming(state, &mut |chunk: &mut String| {
+        failed |= encoder.write_all(chunk.as_bytes()).is_err();
+        chunk.clear();
+    });
+    failed |= encoder.write_all(rest.as_bytes()).is_err();
+    let compressed = match encoder.finish() {
+        Ok(compressed) if !failed => compressed,
+        _ => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot compress metrics\n",
+            );
+        }
+    };
+    crate::mesh::runner::release_memory();
+    let mut response = with_content_type(text(StatusCode::OK, compressed), expo::CONTENT_TYPE);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_ENCODING,
+        HeaderValue::from_static("gzip"),
+    );
+    response
 }
 
 /// The query parameters `/probe` understands.

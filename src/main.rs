@@ -113,6 +113,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     raise_open_file_limit();
+    // Two malloc arenas are plenty for one worker thread plus the blocking pool; more only
+    // fragment the heap and raise RSS.
+    // SAFETY: mallopt has no memory-safety preconditions.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     logging::init(cli.log_level, cli.log_prober, cli.log_format);
     match cli.command {
         Some(Command::Ping(ref args)) => match build_runtime(cli.worker_threads) {

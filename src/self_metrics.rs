@@ -65,8 +65,14 @@ impl ExporterCounters {
     }
 }
 
-/// Renders `/metrics`.
+/// Renders `/metrics` into one string.
 pub fn render(state: &AppState) -> String {
+    render_streaming(state, &mut |_| {})
+}
+
+/// Renders `/metrics`, handing full chunks to `flush` as it goes (which may drain the buffer, as
+/// the gzip path does, so a large mesh is never held in memory as text); returns the rest.
+pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) -> String {
     let mut out = String::with_capacity(4096);
     let counters = &state.counters;
     let engine = state.pinger.stats();
@@ -276,7 +282,7 @@ pub fn render(state: &AppState) -> String {
         MetricType::Gauge,
         runtime.num_alive_tasks() as f64,
     );
-    state.mesh.render(&mut out);
+    state.mesh.render(&mut out, flush);
     render_process(&mut out);
     out
 }

@@ -114,7 +114,7 @@ impl Mesh {
     }
 
     /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, out: &mut String, flush: &mut dyn FnMut(&mut String)) {
         if self.shared.config.load().is_none() {
             return;
         }
@@ -147,18 +147,15 @@ impl Mesh {
             MetricType::Gauge,
             table.targets.len() as f64,
         );
-        let guards: Vec<MutexGuard<'_, TargetStats>> =
-            table.targets.iter().map(|t| t.stats()).collect();
         let rows: Vec<RenderRow<'_>> = table
             .targets
             .iter()
-            .zip(&guards)
-            .map(|(target, stats)| RenderRow {
+            .map(|target| RenderRow {
                 labels: &target.rendered_labels,
-                stats,
+                stats: target.stats().snapshot(),
             })
             .collect();
-        super::stats::render(out, &rows, &table.buckets);
+        super::stats::render(out, &rows, &table.buckets, flush);
     }
 }
 
@@ -278,5 +275,14 @@ fn build_table(
         unplaced,
         source_errors,
         buckets: buckets.to_vec(),
+    }
+}
+
+/// Gives memory freed after a large scrape back to the operating system, so RSS does not stay
+/// at its high-water mark (glibc keeps freed heap otherwise).
+pub fn release_memory() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -111,6 +111,15 @@ impl TargetStats {
         }
     }
 
+    /// The counters and histogram without the reordering memory (what a scrape needs).
+    pub fn snapshot(&self) -> TargetStats {
+        TargetStats {
+            bucket_counts: self.bucket_counts.clone(),
+            recent_arrivals: Vec::new(),
+            ..*self
+        }
+    }
+
     pub fn record_duplicate(&mut self) {
         self.duplicates += 1;
     }
@@ -119,8 +128,19 @@ impl TargetStats {
 /// One target's rendered label set (`peer="b",network="…",…`) and its stats.
 pub struct RenderRow<'a> {
     pub labels: &'a str,
-    pub stats: &'a TargetStats,
+    /// A copy taken under the target's lock, so the scrape is consistent per target
+    /// (sent = received + lost) while probing never waits for the render.
+    pub stats: TargetStats,
 }
+
+impl RenderRow<'_> {
+    fn stats(&self) -> &TargetStats {
+        &self.stats
+    }
+}
+
+/// Bytes buffered before the renderer hands its output to the sink (e.g. a gzip stream).
+const FLUSH_AT: usize = 64 * 1024;
 
 fn line(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, value: f64) {
     out.push_str(name);
@@ -213,20 +233,30 @@ const FAMILIES: [(&str, &str, Column); 9] = [
 ];
 
 /// Writes every per-target family, sorted by family name.
-pub fn render(out: &mut String, rows: &[RenderRow<'_>], buckets: &[f64]) {
+pub fn render(
+    out: &mut String,
+    rows: &[RenderRow<'_>],
+    buckets: &[f64],
+    flush: &mut dyn FnMut(&mut String),
+) {
     for (name, help, column) in &FAMILIES {
         match column {
             Column::Counter(get) => {
                 expo::family(out, name, help, MetricType::Counter);
                 for row in rows {
-                    line(out, name, row.labels, None, get(row.stats) as f64);
+                    let value = get(&row.stats()) as f64;
+                    line(out, name, row.labels, None, value);
+                    if out.len() >= FLUSH_AT {
+                        flush(out);
+                    }
                 }
             }
             Column::Errors => {
                 expo::family(out, name, help, MetricType::Counter);
                 for row in rows {
+                    let errors = row.stats().icmp_errors;
                     for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
-                        let count = row.stats.icmp_errors[index];
+                        let count = errors[index];
                         if count > 0 {
                             line(
                                 out,
@@ -242,12 +272,13 @@ pub fn render(out: &mut String, rows: &[RenderRow<'_>], buckets: &[f64]) {
             Column::LastRtt => {
                 expo::family(out, name, help, MetricType::Gauge);
                 for row in rows {
-                    if let Some(rtt) = row.stats.last_rtt {
+                    let last_rtt = row.stats().last_rtt;
+                    if let Some(rtt) = last_rtt {
                         line(out, name, row.labels, None, rtt);
                     }
                 }
             }
-            Column::Histogram => render_histogram(out, name, help, rows, buckets),
+            Column::Histogram => render_histogram(out, name, help, rows, buckets, flush),
         }
     }
 }
@@ -258,21 +289,37 @@ fn render_histogram(
     help: &str,
     rows: &[RenderRow<'_>],
     buckets: &[f64],
+    flush: &mut dyn FnMut(&mut String),
 ) {
     expo::family(out, name, help, MetricType::Histogram);
     let bucket_name = format!("{name}_bucket");
-    let mut le = String::new();
+    let sum_name = format!("{name}_sum");
+    let count_name = format!("{name}_count");
+    // The `le` values are the same for every target: format them once.
+    let uppers: Vec<String> = buckets
+        .iter()
+        .map(|upper| {
+            let mut text = String::new();
+            expo::go_float(&mut text, *upper);
+            text
+        })
+        .collect();
+    let mut counts = Vec::with_capacity(buckets.len() + 1);
     for row in rows {
+        let (received, rtt_sum) = {
+            let stats = row.stats();
+            counts.clear();
+            counts.extend_from_slice(&stats.bucket_counts);
+            (stats.received, stats.rtt_sum)
+        };
         let mut cumulative = 0u64;
-        for (index, upper) in buckets.iter().enumerate() {
-            cumulative += row.stats.bucket_counts.get(index).copied().unwrap_or(0);
-            le.clear();
-            expo::go_float(&mut le, *upper);
+        for (index, upper) in uppers.iter().enumerate() {
+            cumulative += counts.get(index).copied().unwrap_or(0);
             line(
                 out,
                 &bucket_name,
                 row.labels,
-                Some(("le", &le)),
+                Some(("le", upper)),
                 cumulative as f64,
             );
         }
@@ -281,22 +328,13 @@ fn render_histogram(
             &bucket_name,
             row.labels,
             Some(("le", "+Inf")),
-            row.stats.received as f64,
+            received as f64,
         );
-        line(
-            out,
-            &format!("{name}_sum"),
-            row.labels,
-            None,
-            row.stats.rtt_sum,
-        );
-        line(
-            out,
-            &format!("{name}_count"),
-            row.labels,
-            None,
-            row.stats.received as f64,
-        );
+        line(out, &sum_name, row.labels, None, rtt_sum);
+        line(out, &count_name, row.labels, None, received as f64);
+        if out.len() >= FLUSH_AT {
+            flush(out);
+        }
     }
 }
 
@@ -334,14 +372,19 @@ mod tests {
         stats.record_lost(Some(IcmpErrorKind::TimeExceeded));
         let labels = render_labels(&[("peer".into(), "b".into())]);
         let mut out = String::new();
-        render(
-            &mut out,
-            &[RenderRow {
-                labels: &labels,
-                stats: &stats,
-            }],
-            &buckets,
-        );
+        let rows = [RenderRow {
+            labels: &labels,
+            stats: stats.snapshot(),
+        }];
+        // Flushing drains into `streamed`; the result must be the same text.
+        let mut streamed = String::new();
+        let mut flush = |chunk: &mut String| {
+            streamed.push_str(chunk);
+            chunk.clear();
+        };
+        render(&mut out, &rows, &buckets, &mut flush);
+        streamed.push_str(&out);
+        let out = streamed;
         assert!(
             out.contains("meshprobe_mesh_rtt_seconds_bucket{peer=\"b\",le=\"0.001\"} 1\n"),
             "{out}"
