@@ -244,7 +244,7 @@ pub fn render(
             Column::Counter(get) => {
                 expo::family(out, name, help, MetricType::Counter);
                 for row in rows {
-                    let value = get(&row.stats()) as f64;
+                    let value = get(row.stats()) as f64;
                     line(out, name, row.labels, None, value);
                     if out.len() >= FLUSH_AT {
                         flush(out);
