@@ -7,9 +7,10 @@ use std::fmt;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
 /// `--log.format` values.
@@ -29,31 +30,37 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    fn directive(self) -> &'static str {
+    fn filter(self) -> LevelFilter {
         match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Error => LevelFilter::ERROR,
         }
     }
 }
 
 /// Installs the global subscriber. `prober_level` applies to per-probe log lines.
 pub fn init(level: LogLevel, prober_level: LogLevel, format: LogFormat) {
-    let directives = format!(
-        "{},meshprobe::probe={},hyper=warn",
-        level.directive(),
-        prober_level.directive()
-    );
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
+    // A plain target filter (no regex engine: it keeps the binary, and so its RSS, small).
+    let filter = Targets::new()
+        .with_default(level.filter())
+        .with_target("meshprobe::probe", prober_level.filter())
+        .with_target("hyper", LevelFilter::WARN);
+    let layer = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Logfmt => tracing_subscriber::fmt::layer()
+            .event_format(Logfmt)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let result = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init();
     // A second init (tests) keeps the first subscriber.
     let _ = result;
 }

@@ -40,7 +40,7 @@ struct FinishedProbe {
 }
 
 /// How many finished probes each socket remembers (for `duplicate` and `late`).
-pub const FINISHED_MEMORY: usize = 8_192;
+pub const FINISHED_MEMORY: usize = 4_096;
 
 /// Waiting probes plus the memory of finished ones.
 #[derive(Default)]

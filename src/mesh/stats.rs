@@ -13,7 +13,7 @@ use crate::icmp::IcmpErrorKind;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
 
 /// How many recent probes per target are remembered to judge reordering.
-const REORDER_WINDOW: u64 = 32;
+const REORDER_WINDOW: u64 = 16;
 
 /// Counters and histogram of one target.
 #[derive(Debug, Clone, Default)]
