@@ -386,6 +386,29 @@ fn update_status(ctx: &mut HookContext<'_>, plan: &crate::mesh::plan::Plan) {
             plural(without, "peer")
         ));
     }
+    let waiting: Vec<&str> = ctx
+        .cache
+        .peers
+        .iter()
+        .filter(|(_, record)| record.networks.is_empty() && record.problem.is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        let mut names = waiting
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if waiting.len() > 3 {
+            names.push_str(", …");
+        }
+        message.push_str(&format!(
+            "; waiting for {} to share {} networks ({names})",
+            plural(waiting.len(), "peer"),
+            if waiting.len() == 1 { "its" } else { "their" }
+        ));
+    }
     let skipped: Vec<String> = ctx
         .cache
         .peers

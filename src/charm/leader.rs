@@ -84,6 +84,16 @@ fn settled(ctx: &HookContext<'_>) -> Result<bool, String> {
         .get("relations")
         .and_then(|r| r.get(super::hooks::PEER_ENDPOINT))
         .and_then(Value::as_object);
+    // Real Juju's goal-state may list neither peers nor subordinate units; then the cache is
+    // the only evidence: every peer that has joined must have shared its networks.
+    let pending = ctx
+        .cache
+        .peers
+        .values()
+        .any(|record| record.networks.is_empty() && record.problem.is_none());
+    if pending {
+        return Ok(false);
+    }
     for (unit, state) in peers.into_iter().flatten() {
         if unit == &ctx.env.unit
             || !unit.contains('/')
