@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod fake_peer;
+pub mod hostile;
 pub mod web;
 
 use std::collections::BTreeMap;
