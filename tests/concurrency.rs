@@ -11,19 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROBES: usize = 1000;
 
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: limit is valid for reading and writing.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
 async fn probe(port: u16, target: String) -> (String, HttpResponse) {
     let request = build_request("GET", &format!("/probe?module=icmp&target={target}"), &[]);
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -199,19 +199,6 @@ fn targets() -> Vec<Target> {
     targets
 }
 
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: limit is valid for reading and writing.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-}
-
 async fn fetch(port: u16, path: &str) -> Result<HttpResponse, String> {
     let request = build_request("GET", path, &[]);
     let exchange = async {
@@ -490,16 +477,7 @@ fn soak_mixed_targets_at_1000_probes_per_second() {
         metrics.value("meshprobe_replies_matched_total"),
         successes as f64
     );
-    for reason in [
-        "malformed",
-        "truncated",
-        "bad_checksum",
-        "unknown_probe",
-        "duplicate",
-        "late",
-        "payload_mismatch",
-        "unrelated",
-    ] {
+    for reason in support::hostile::REASONS {
         let expected = expected_rejections.get(reason).copied().unwrap_or(0);
         assert_eq!(
             metrics.value(&format!(

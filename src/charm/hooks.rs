@@ -223,6 +223,17 @@ fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
     if let Some(ids) = ctx.cache_relations(PEER_ENDPOINT) {
         return Ok(ids);
     }
+    read_peer_relation_ids(ctx)
+}
+
+impl HookContext<'_> {
+    pub fn cache_relations(&self, endpoint: &str) -> Option<Vec<String>> {
+        self.cache.relations.get(endpoint).cloned()
+    }
+}
+
+/// Asks Juju for the peer relation ids and caches them.
+fn read_peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
     let ids = ctx
         .tools
         .relation_ids(PEER_ENDPOINT)
@@ -231,12 +242,6 @@ fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
         .relations
         .insert(PEER_ENDPOINT.into(), ids.clone());
     Ok(ids)
-}
-
-impl HookContext<'_> {
-    pub fn cache_relations(&self, endpoint: &str) -> Option<Vec<String>> {
-        self.cache.relations.get(endpoint).cloned()
-    }
 }
 
 fn remember_relation(ctx: &mut HookContext<'_>, endpoint: &str) {
@@ -311,13 +316,7 @@ fn peer_hook(ctx: &mut HookContext<'_>, hook: &str) -> Result<(), String> {
 
 /// Re-reads every peer's bag (only when the cache is missing, and on leader-elected/upgrade).
 pub fn rebuild_cache(ctx: &mut HookContext<'_>) -> Result<(), String> {
-    let ids = ctx
-        .tools
-        .relation_ids(PEER_ENDPOINT)
-        .map_err(|e| e.to_string())?;
-    ctx.cache
-        .relations
-        .insert(PEER_ENDPOINT.into(), ids.clone());
+    let ids = read_peer_relation_ids(ctx)?;
     let mut peers = BTreeMap::new();
     for relation_id in &ids {
         for unit in ctx
