@@ -1,4 +1,5 @@
-//! The HTTP surface: `/probe`, `/metrics`, `/-/healthy`, `/-/reload`, `/config` and the landing page.
+//! The HTTP surface: `/probe`, `/metrics`, `/-/healthy`, `/-/reload`, `/config`, `/mesh`,
+//! `/mesh.json` and the landing page.
 //!
 //! Owns request parsing and validation (every bad input gets a 4xx with a plain-text reason),
 //! routing, and the accept loop on each listen address. Probing is delegated to [`crate::probe`],
@@ -20,6 +21,8 @@ use tokio::net::TcpListener;
 use crate::config::store::ConfigStore;
 use crate::expo;
 use crate::icmp::Pinger;
+use crate::mesh::page::{self, html_escape};
+use crate::mesh::view::mesh_off_json;
 use crate::probe::{self, ProbeLog, ProbeOptions};
 use crate::resolve;
 use crate::self_metrics::ExporterCounters;
@@ -109,6 +112,8 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
         "/-/healthy" => text(StatusCode::OK, "Healthy"),
         "/-/reload" => handle_reload(state, request.method()),
         "/config" => text(StatusCode::OK, state.config.current().to_yaml()),
+        "/mesh" => mesh_response(state, &request, MeshFormat::Html).await,
+        "/mesh.json" => mesh_response(state, &request, MeshFormat::Json).await,
         "/" => with_content_type(
             text(StatusCode::OK, landing_page(state)),
             "text/html; charset=utf-8",
@@ -217,6 +222,75 @@ fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpResponse {
         hyper::header::CONTENT_ENCODING,
         HeaderValue::from_static("gzip"),
     );
+    response
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MeshFormat {
+    Html,
+    Json,
+}
+
+/// `/mesh` (the matrix page, `?group=<label>` groups its rows) and `/mesh.json`; 404 with an
+/// explanation while mesh mode is off. Collected and rendered on the blocking pool, like
+/// `/metrics`, so a large mesh never delays the sends.
+async fn mesh_response(
+    state: &Arc<AppState>,
+    request: &Request<Incoming>,
+    format: MeshFormat,
+) -> HttpResponse {
+    let mut group = None;
+    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        if key == "group" && !value.is_empty() {
+            if let Err(message) = crate::config::mesh::check_label_name(&value) {
+                return text(StatusCode::BAD_REQUEST, format!("group: {message}\n"));
+            }
+            group = Some(value.into_owned());
+        }
+    }
+    let state = Arc::clone(state);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let view = state.mesh.view();
+        match (format, view) {
+            (MeshFormat::Html, Some(view)) => {
+                (StatusCode::OK, page::render(&view, group.as_deref()))
+            }
+            (MeshFormat::Html, None) => (StatusCode::NOT_FOUND, page::mesh_off_page()),
+            (MeshFormat::Json, Some(view)) => (StatusCode::OK, view.to_json().to_string()),
+            (MeshFormat::Json, None) => (StatusCode::NOT_FOUND, mesh_off_json().to_string()),
+        }
+    })
+    .await;
+    let (status, body) = match rendered {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot render the mesh view: {error}\n"),
+            );
+        }
+    };
+    let mut response = text(status, body);
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    match format {
+        MeshFormat::Html => {
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(page::CONTENT_SECURITY_POLICY),
+            );
+        }
+        MeshFormat::Json => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
     response
 }
 
@@ -368,19 +442,12 @@ fn landing_page(state: &AppState) -> String {
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>meshprobe</title></head><body>\
          <h1>meshprobe</h1><p>blackbox_exporter-compatible ICMP exporter, version {}</p>\
          <ul><li><a href=\"probe?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
-         <li><a href=\"metrics\">Metrics</a></li><li><a href=\"config\">Configuration</a></li>\
+         <li><a href=\"metrics\">Metrics</a></li><li><a href=\"mesh\">Mesh matrix</a></li><li><a href=\"config\">Configuration</a></li>\
          <li><a href=\"-/healthy\">Health</a></li></ul>\
          <h2>Modules from {}</h2><ul>{modules}</ul></body></html>\n",
         env!("CARGO_PKG_VERSION"),
         html_escape(&state.config.source_name()),
     )
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

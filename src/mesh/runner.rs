@@ -19,6 +19,8 @@ use super::peers::PeerLoader;
 use super::plan::{LocalNetwork, Unplaced};
 use super::stats::{RenderRow, TargetStats, render_labels};
 use super::targets::{TargetSpec, build_targets};
+use super::view::MeshView;
+use super::window::RecentWindow;
 use crate::config::mesh::{MeshConfig, PeerSources};
 use crate::expo::{self, MetricType};
 use crate::icmp::{Pinger, ReplyObserver};
@@ -28,6 +30,8 @@ pub struct MeshTarget {
     pub spec: TargetSpec,
     pub rendered_labels: String,
     pub stats: Mutex<TargetStats>,
+    /// The last probes' outcomes, for `/mesh` (separate from `stats` so scrapes never copy it).
+    pub recent: Mutex<RecentWindow>,
     /// Send counter, for reordering detection.
     pub next_send_index: AtomicU64,
 }
@@ -35,6 +39,10 @@ pub struct MeshTarget {
 impl MeshTarget {
     pub fn stats(&self) -> MutexGuard<'_, TargetStats> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn recent(&self) -> MutexGuard<'_, RecentWindow> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -111,6 +119,13 @@ impl Mesh {
 
     pub fn table(&self) -> Arc<TargetTable> {
         self.shared.table.load_full()
+    }
+
+    /// What `/mesh` shows, or `None` while mesh mode is off.
+    pub fn view(&self) -> Option<MeshView> {
+        let config = self.shared.config.load_full()?;
+        let probe_spacing = config.interval / config.packets_per_interval.max(1);
+        Some(MeshView::collect(&self.table(), probe_spacing))
     }
 
     /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
@@ -258,6 +273,7 @@ fn build_table(
                 rendered_labels: render_labels(&spec.labels),
                 spec,
                 stats: Mutex::new(TargetStats::new(buckets.len())),
+                recent: Mutex::new(RecentWindow::default()),
                 next_send_index: AtomicU64::new(0),
             }),
         })

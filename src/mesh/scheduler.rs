@@ -9,13 +9,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::runner::{MeshShared, MeshTarget};
+use super::window::ProbeError;
 use crate::icmp::{Answer, EchoFailure, EchoRequest, EchoResult, Pinger};
 
 /// Sends due within one tick go out together: one wakeup per tick instead of one per send.
@@ -38,21 +39,36 @@ async fn probe(
 
 fn account(completion: Completion, buckets: &[f64]) {
     let (target, send_index, result) = completion;
+    let now = SystemTime::now();
     let mut stats = target.stats();
+    let mut recent = target.recent();
     match result.outcome {
         Ok(Answer::Echo { rtt, arrival, .. }) => {
             stats.record_sent();
             stats.record_reply(buckets, rtt.as_secs_f64(), send_index, arrival);
+            recent.record_reply(rtt);
         }
-        Ok(Answer::IcmpError { kind, .. }) => {
+        Ok(Answer::IcmpError {
+            kind, code, from, ..
+        }) => {
             stats.record_sent();
             stats.record_lost(Some(kind));
+            recent.record_lost(Some(ProbeError::Icmp { kind, code, from }), now);
         }
         Err(EchoFailure::Timeout) => {
             stats.record_sent();
             stats.record_lost(None);
+            recent.record_lost(None, now);
         }
-        Err(EchoFailure::Send(_) | EchoFailure::Socket(_)) => stats.record_send_error(),
+        Err(EchoFailure::Send(error)) => {
+            stats.record_send_error();
+            let errno = error.raw_os_error();
+            recent.record_not_sent(ProbeError::Send { errno }, now);
+        }
+        Err(EchoFailure::Socket(_)) => {
+            stats.record_send_error();
+            recent.record_not_sent(ProbeError::Socket, now);
+        }
     }
 }
 
