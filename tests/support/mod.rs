@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_peer;
 pub mod hostile;
 pub mod web;
@@ -92,8 +93,13 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn new(role: &str) -> Namespace {
+        Namespace::with_prefix("mpt", role)
+    }
+
+    /// A namespace named `<prefix>-<pid>-<n>-<role>` (test files use their own prefix).
+    pub fn with_prefix(prefix: &str, role: &str) -> Namespace {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let name = format!("mpt-{}-{id}-{role}", std::process::id());
+        let name = format!("{prefix}-{}-{id}-{role}", std::process::id());
         ip(&["netns", "add", &name]);
         let namespace = Namespace { name };
         namespace.exec("ip", &["link", "set", "lo", "up"]);
