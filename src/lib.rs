@@ -12,7 +12,7 @@
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
-//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats |
+//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |

@@ -274,6 +274,21 @@ fn mesh_page_shows_healthy_lossy_slow_and_dead_peers_in_a_browser() {
         headers.contains("content-security-policy: default-src 'none'; style-src 'unsafe-inline'")
     );
     assert!(headers.contains("content-type: text/html"));
+    // Chromium asked for gzip above and decoded it; the compressed page is much smaller.
+    let compressed = exporter.get_with_headers("/mesh", &[("Accept-Encoding", "gzip")]);
+    let compressed_headers = compressed.headers.to_ascii_lowercase();
+    assert!(compressed_headers.contains("content-encoding: gzip"));
+    let length = compressed_headers
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        .expect("content-length");
+    assert!(
+        length * 5 < page.body.len(),
+        "{length} vs {}",
+        page.body.len()
+    );
+    eprintln!("/mesh: {} bytes, {length} gzip", page.body.len());
 
     let path = browser::artifacts_dir().join("mesh-page.png");
     let _ = std::fs::remove_file(&path);

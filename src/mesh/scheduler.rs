@@ -39,7 +39,6 @@ async fn probe(
 
 fn account(completion: Completion, buckets: &[f64]) {
     let (target, send_index, result) = completion;
-    let now = SystemTime::now();
     let mut stats = target.stats();
     let mut recent = target.recent();
     match result.outcome {
@@ -53,21 +52,22 @@ fn account(completion: Completion, buckets: &[f64]) {
         }) => {
             stats.record_sent();
             stats.record_lost(Some(kind));
-            recent.record_lost(Some(ProbeError::Icmp { kind, code, from }), now);
+            let error = ProbeError::Icmp { kind, code, from };
+            recent.record_lost(Some(error), SystemTime::now());
         }
         Err(EchoFailure::Timeout) => {
             stats.record_sent();
             stats.record_lost(None);
-            recent.record_lost(None, now);
+            recent.record_lost(None, SystemTime::now());
         }
         Err(EchoFailure::Send(error)) => {
             stats.record_send_error();
             let errno = error.raw_os_error();
-            recent.record_not_sent(ProbeError::Send { errno }, now);
+            recent.record_not_sent(ProbeError::Send { errno }, SystemTime::now());
         }
         Err(EchoFailure::Socket(_)) => {
             stats.record_send_error();
-            recent.record_not_sent(ProbeError::Socket, now);
+            recent.record_not_sent(ProbeError::Socket, SystemTime::now());
         }
     }
 }

@@ -283,10 +283,8 @@ mod tests {
     #[test]
     fn window_memory_stays_small() {
         // The budget the README quotes: a 10 000-target mesh adds under 3 MB.
-        assert!(
-            std::mem::size_of::<RecentWindow>() <= 256,
-            "{}",
-            std::mem::size_of::<RecentWindow>()
-        );
+        let per_target = std::mem::size_of::<std::sync::Mutex<RecentWindow>>();
+        eprintln!("recent window per target: {per_target} bytes");
+        assert!(per_target <= 264, "{per_target} bytes");
     }
 }
