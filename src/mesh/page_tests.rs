@@ -212,6 +212,16 @@ fn two_hundred_peers_on_two_networks_render_small_and_fast() {
 }
 
 #[test]
+fn a_mesh_without_targets_renders_an_empty_matrix() {
+    let mut empty = view(Vec::new());
+    empty.unplaced.clear();
+    let html = render(&empty, Some("network"));
+    assert!(html.contains("0 targets on 0 networks"));
+    assert!(cells(&html).is_empty());
+    assert!(!html.contains("id=\"problems\""));
+}
+
+#[test]
 fn mesh_off_page_says_so() {
     let html = mesh_off_page();
     assert!(html.contains("Mesh mode is off"));

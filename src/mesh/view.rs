@@ -71,11 +71,18 @@ pub struct TargetView {
 }
 
 impl TargetView {
+    /// The value of any of the target's labels (`peer`, `network`, `address` or an extra one).
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.extra_labels
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        match name {
+            "peer" => Some(&self.peer),
+            "network" => Some(&self.network),
+            "address" => Some(&self.address),
+            _ => self
+                .extra_labels
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str()),
+        }
     }
 }
 

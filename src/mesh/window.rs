@@ -148,7 +148,6 @@ impl RecentWindow {
             }
         }
         rtts.sort_unstable();
-        let last_outcome_lost = self.outcomes().last().map(|code| code >= NOT_SENT);
         WindowSummary {
             probes: usize::from(self.len),
             received: rtts.len(),
@@ -156,7 +155,6 @@ impl RecentWindow {
             not_sent,
             rtt_p50_seconds: nearest_rank(&rtts, 0.5).map(decode_rtt),
             rtt_p99_seconds: nearest_rank(&rtts, 0.99).map(decode_rtt),
-            last_outcome_lost,
             last_error: self.last_error,
         }
     }
@@ -184,8 +182,6 @@ pub struct WindowSummary {
     pub not_sent: usize,
     pub rtt_p50_seconds: Option<f64>,
     pub rtt_p99_seconds: Option<f64>,
-    /// Whether the newest outcome was a loss (`None` before the first probe finished).
-    pub last_outcome_lost: Option<bool>,
     pub last_error: Option<LastError>,
 }
 
@@ -236,7 +232,6 @@ mod tests {
         let p99 = summary.rtt_p99_seconds.expect("p99");
         assert!((p50 - 0.050).abs() < 1e-5, "{p50}");
         assert!((p99 - 0.099).abs() < 1e-4, "{p99}");
-        assert_eq!(summary.last_outcome_lost, Some(false));
     }
 
     #[test]
@@ -266,7 +261,6 @@ mod tests {
             (4, 1, 2, 1)
         );
         assert_eq!(summary.loss_ratio(), Some(0.75));
-        assert_eq!(summary.last_outcome_lost, Some(true));
         let last = summary.last_error.expect("last error");
         assert_eq!(last.at, second);
         assert!(
