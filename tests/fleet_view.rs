@@ -127,17 +127,25 @@ fn scratch_file(name: &str, content: &str) -> PathBuf {
     path
 }
 
-fn promtool(args: &[&str]) {
+/// Runs `promtool <command…> <file>`, then deletes the file (kept when promtool fails).
+fn promtool(command: &[&str], file: &Path) {
     let output = Command::new(PROMTOOL)
-        .args(args)
+        .args(command)
+        .arg(file)
         .output()
         .expect("run promtool");
     assert!(
         output.status.success(),
-        "promtool {args:?} failed:\n{}{}",
+        "promtool {command:?} {} failed:\n{}{}",
+        file.display(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    let _ = std::fs::remove_file(file);
+    if let Some(dir) = file.parent() {
+        // Succeeds only once the other test's file is gone too.
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
@@ -158,7 +166,7 @@ fn promtool_parses_every_panel_query() {
         ));
     }
     let path = scratch_file("panel-rules.yml", &rules);
-    promtool(&["check", "rules", path.to_str().expect("utf-8 path")]);
+    promtool(&["check", "rules"], &path);
 }
 
 #[test]
@@ -213,5 +221,5 @@ fn promtool_evaluates_the_matrix_queries_on_a_two_node_mesh() {
         expect(&loss, 25.0, 0.0)
     );
     let path = scratch_file("panel-tests.yml", &tests);
-    promtool(&["test", "rules", path.to_str().expect("utf-8 path")]);
+    promtool(&["test", "rules"], &path);
 }
