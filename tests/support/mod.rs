@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod fake_peer;
+pub mod grafana;
 pub mod hostile;
 pub mod web;
 
