@@ -3,7 +3,8 @@
 # the system), and checks that every file lands where README says, that the conffiles are
 # conffiles, that installing without a running systemd starts nothing, that the installed unit
 # verifies, that the installed service command line runs with the installed config (inside a
-# network namespace of its own), and that remove/purge clean up.
+# network namespace of its own), that the unit works under a real systemd (check-systemd.sh),
+# and that remove/purge clean up.
 # Usage (as root): packaging/check-deb.sh   (expects target/release/meshprobe to be built)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,9 @@ grep -q '^meshprobe_mesh_targets 0$' <<<"$metrics" || { cat /tmp/meshprobe-deb.l
 grep -q '^meshprobe_mesh_peer_source_errors 0$' <<<"$metrics" || { cat /tmp/meshprobe-deb.log; fail "installed peers file not readable"; }
 grep -q '^meshprobe_config_last_reload_successful 1$' <<<"$metrics" || fail "config not loaded"
 echo "installed service command line runs with the installed config"
+
+# The installed unit under a real systemd, in a throwaway container.
+packaging/check-systemd.sh
 
 dpkg -r meshprobe
 [ ! -e /usr/bin/meshprobe ] || fail "dpkg -r left /usr/bin/meshprobe"
