@@ -16,6 +16,7 @@
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
+//! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
@@ -36,5 +37,6 @@ pub mod ping_cli;
 pub mod privileges;
 pub mod probe;
 pub mod resolve;
+pub mod sd_notify;
 pub mod self_metrics;
 pub mod web;

@@ -16,6 +16,7 @@ use meshprobe::mesh::runner::Mesh;
 use meshprobe::ping_cli::{self, PingArgs};
 use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
+use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::self_metrics::ExporterCounters;
 use meshprobe::web::{WebConfig, WebStore};
 use tokio::net::TcpListener;
@@ -292,11 +293,13 @@ async fn serve(
         web,
         mesh,
     });
+    let mut listening_on = Vec::new();
     for listener in listeners {
         match TcpListener::from_std(listener) {
             Ok(listener) => {
                 if let Ok(local) = listener.local_addr() {
                     tracing::info!(address = %local, "Listening on address");
+                    listening_on.push(local.to_string());
                 }
                 tokio::spawn(http::serve(listener, Arc::clone(&state)));
             }
@@ -306,21 +309,46 @@ async fn serve(
             }
         }
     }
-    tokio::spawn(reload_on_sighup(Arc::clone(&state)));
+    let notifier = Arc::new(Notifier::from_env());
+    tokio::spawn(reload_on_sighup(Arc::clone(&state), Arc::clone(&notifier)));
+    if let Some(interval) = sd_notify::watchdog_interval_from_env() {
+        tokio::spawn(keep_watchdog_fed(Arc::clone(&notifier), interval));
+    }
+    let serving = format!("Serving on {}", listening_on.join(", "));
+    notifier.ready(&serving);
     wait_for_shutdown().await;
+    notifier.stopping();
     tracing::info!("Received SIGTERM, exiting gracefully...");
     ExitCode::SUCCESS
 }
 
-async fn reload_on_sighup(state: Arc<AppState>) {
+/// SIGHUP (systemd's `ExecReload`) reloads both config files; systemd sees the reload through
+/// `RELOADING=1` and the `READY=1` that ends it, with the outcome in `STATUS=`.
+async fn reload_on_sighup(state: Arc<AppState>, notifier: Arc<Notifier>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
         return;
     };
     while hangups.recv().await.is_some() {
+        notifier.reloading();
         // Logs its own outcome; a bad file keeps the running config.
-        let _ = http::reload_configs(&state);
+        let status = match http::reload_configs(&state) {
+            Ok(()) => "Reloaded configuration".to_string(),
+            Err(error) => format!("Reload failed, running the previous configuration: {error}"),
+        };
+        notifier.ready(&status);
+    }
+}
+
+/// Sends `WATCHDOG=1` from the runtime that serves HTTP and paces mesh probes, so that a wedged
+/// runtime misses the deadline and systemd restarts the service.
+async fn keep_watchdog_fed(notifier: Arc<Notifier>, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        notifier.watchdog();
     }
 }
 

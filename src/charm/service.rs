@@ -15,35 +15,35 @@ use crate::config::Config;
 
 const SERVICE: &str = "meshprobe.service";
 
-/// The systemd unit for a charm directory and port.
+/// The standalone unit (`config/meshprobe.service`); the charm's unit is derived from it, so
+/// both get the same hardening, `Type=notify` and watchdog.
+pub const STANDALONE_UNIT: &str = include_str!("../../config/meshprobe.service");
+
+/// The systemd unit for a charm directory and port: the standalone unit with the charm's binary,
+/// config file and port, and without the standalone-only comments and `/etc/default` file.
 pub fn unit_file(charm_dir: &Path, config_file: &Path, port: u16) -> String {
-    format!(
-        "# Written by the meshprobe charm; changes are overwritten.\n\
-[Unit]\n\
-Description=meshprobe ICMP exporter and mesh prober (Juju charm)\n\
-After=network-online.target\n\
-Wants=network-online.target\n\
-\n\
-[Service]\n\
-ExecStart={binary} --config.file={config} --web.listen-address=:{port}\n\
-ExecReload=/bin/kill -HUP $MAINPID\n\
-Restart=on-failure\n\
-DynamicUser=yes\n\
-AmbientCapabilities=CAP_NET_RAW\n\
-CapabilityBoundingSet=CAP_NET_RAW\n\
-NoNewPrivileges=yes\n\
-ProtectSystem=strict\n\
-ProtectHome=yes\n\
-PrivateTmp=yes\n\
-ProtectKernelTunables=yes\n\
-ProtectControlGroups=yes\n\
-RestrictAddressFamilies=AF_INET AF_INET6 AF_NETLINK AF_UNIX\n\
-\n\
-[Install]\n\
-WantedBy=multi-user.target\n",
-        binary = charm_dir.join("meshprobe").display(),
-        config = config_file.display(),
-    )
+    let mut unit = String::from("# Written by the meshprobe charm; changes are overwritten.\n");
+    let mut in_section = false;
+    for line in STANDALONE_UNIT.lines() {
+        in_section |= line.starts_with('[');
+        if !in_section || line.starts_with("EnvironmentFile=") || line.starts_with("Documentation=")
+        {
+            continue;
+        }
+        if line.starts_with("Description=") {
+            unit.push_str("Description=meshprobe ICMP exporter and mesh prober (Juju charm)");
+        } else if line.starts_with("ExecStart=") {
+            unit.push_str(&format!(
+                "ExecStart={binary} --config.file={config} --web.listen-address=:{port}",
+                binary = charm_dir.join("meshprobe").display(),
+                config = config_file.display(),
+            ));
+        } else {
+            unit.push_str(line);
+        }
+        unit.push('\n');
+    }
+    unit
 }
 
 /// The service's config file: the user's modules, `allowed_targets`, and (mesh modes) the mesh
@@ -177,6 +177,38 @@ mod tests {
             modules: modules.into(),
             port: 9115,
             allowed_targets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn charm_unit_keeps_every_hardening_line_of_the_standalone_unit() {
+        let unit = unit_file(
+            Path::new("/var/lib/juju/agents/unit-m-0/charm"),
+            Path::new("/var/lib/meshprobe/meshprobe.yml"),
+            9200,
+        );
+        assert!(unit.contains(
+            "\nExecStart=/var/lib/juju/agents/unit-m-0/charm/meshprobe \
+             --config.file=/var/lib/meshprobe/meshprobe.yml --web.listen-address=:9200\n"
+        ));
+        assert!(!unit.contains("EnvironmentFile=") && !unit.contains("$ARGS"));
+        let kept = |line: &&str| {
+            !line.starts_with('#')
+                && !line.is_empty()
+                && ![
+                    "ExecStart=",
+                    "Description=",
+                    "Documentation=",
+                    "EnvironmentFile=",
+                ]
+                .iter()
+                .any(|key| line.starts_with(key))
+        };
+        let standalone: Vec<&str> = STANDALONE_UNIT.lines().filter(kept).collect();
+        assert!(standalone.contains(&"Type=notify"));
+        assert!(standalone.contains(&"AmbientCapabilities=CAP_NET_RAW"));
+        for line in standalone {
+            assert!(unit.lines().any(|l| l == line), "charm unit lacks {line:?}");
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod browser;
 pub mod fake_peer;
+pub mod grafana;
 pub mod hostile;
 pub mod web;
 
@@ -325,6 +326,17 @@ impl Exporter {
         args: &[&str],
         port: u16,
     ) -> Exporter {
+        Self::start_with_env(namespace, program, args, port, &[])
+    }
+
+    /// Like [`Exporter::start_program`], with extra environment variables for the exporter.
+    pub fn start_with_env(
+        namespace: &Namespace,
+        program: &str,
+        args: &[&str],
+        port: u16,
+        envs: &[(&str, &str)],
+    ) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
         let stderr_path = std::env::temp_dir().join(format!("{}-{port}.log", namespace.name));
         let stderr = File::create(&stderr_path).expect("create log file");
@@ -332,6 +344,7 @@ impl Exporter {
             .args(["netns", "exec", &namespace.name, program])
             .args(args)
             .arg(format!("--web.listen-address={listen}"))
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -591,4 +604,22 @@ pub fn raise_open_file_limit() {
         limit.rlim_cur = limit.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
+}
+
+/// True when `program` is installed (an absolute path). A missing tool fails the test under
+/// `CI=true` (`.ci/run` installs it) and skips it elsewhere, saying which package provides it.
+pub fn tool_available(program: &str, package: &str) -> bool {
+    if Path::new(program).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {program} is missing: .ci/run must install the {package} package");
+    }
+    eprintln!("SKIPPED: this test needs {program} (apt-get install {package})");
+    false
+}
+
+/// The repository's root, where the example files live.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
