@@ -13,6 +13,11 @@ fail() { echo "check-deb: $*" >&2; exit 1; }
 cargo deb --no-build --output target/debian/meshprobe.deb >/dev/null
 deb=target/debian/meshprobe.deb
 echo "built $deb ($(stat -c %s "$deb") bytes)"
+# Debian policy checks: errors fail; warnings (e.g. no manual page) are printed.
+lintian_status=0
+lintian --fail-on error --tag-display-limit 0 "$deb" >/tmp/meshprobe-lintian.txt 2>&1 || lintian_status=$?
+grep -v 'running with root privileges' /tmp/meshprobe-lintian.txt || true
+((lintian_status == 0)) || fail "lintian found errors"
 
 [ -d /run/systemd/system ] && fail "systemd is running here; this check wants a machine without it"
 before="$(pgrep -x meshprobe || true)"
