@@ -1,5 +1,5 @@
 //! Test support: a namespace test network, the real meshprobe binary running inside it, and a
-//! small HTTP client and metrics parser that work from inside a namespace.
+//! small HTTP client and metrics parser (`client.rs`) that work from inside a namespace.
 //!
 //! Every packet a test sends stays inside namespaces created here, addressed from 198.18.0.0/15
 //! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. When namespaces cannot be
@@ -8,15 +8,16 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod client;
 pub mod fake_peer;
 pub mod grafana;
 pub mod hostile;
 pub mod web;
 
-use std::collections::BTreeMap;
+pub use client::*;
+
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -423,141 +424,6 @@ impl Drop for Exporter {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.stderr_path);
-    }
-}
-
-pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request
-}
-
-/// A response from the exporter.
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: String,
-    pub body: String,
-}
-
-/// One HTTP/1.1 exchange with `Connection: close` on 127.0.0.1:`port`.
-pub fn http_exchange(port: u16, request: &str) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("malformed response: {text:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status"))?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(HttpResponse {
-        status,
-        headers: head.to_string(),
-        body,
-    })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// A parsed text exposition: samples by full series name, plus HELP and TYPE per family.
-#[derive(Debug, Default, Clone)]
-pub struct Metrics {
-    pub samples: BTreeMap<String, f64>,
-    pub help: BTreeMap<String, String>,
-    pub types: BTreeMap<String, String>,
-}
-
-impl Metrics {
-    pub fn parse(text: &str) -> Metrics {
-        let mut metrics = Metrics::default();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-                metrics.help.insert(name.into(), help.into());
-            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-                metrics.types.insert(name.into(), kind.into());
-            } else if !line.is_empty() && !line.starts_with('#') {
-                let (series, value) = line.rsplit_once(' ').expect("sample line");
-                let value = match value {
-                    "NaN" => f64::NAN,
-                    "+Inf" => f64::INFINITY,
-                    "-Inf" => f64::NEG_INFINITY,
-                    v => v
-                        .parse()
-                        .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-                };
-                metrics.samples.insert(series.into(), value);
-            }
-        }
-        metrics
-    }
-
-    /// The value of a series, panicking with the whole exposition if it is missing.
-    pub fn value(&self, series: &str) -> f64 {
-        *self
-            .samples
-            .get(series)
-            .unwrap_or_else(|| panic!("series {series} missing from {:#?}", self.samples))
-    }
-
-    pub fn has(&self, series: &str) -> bool {
-        self.samples.contains_key(series)
-    }
-
-    /// Label-name sets per family, e.g. {"probe_icmp_duration_seconds": {["phase"]}}.
-    pub fn label_names(&self) -> BTreeMap<String, std::collections::BTreeSet<Vec<String>>> {
-        let mut out: BTreeMap<String, std::collections::BTreeSet<Vec<String>>> = BTreeMap::new();
-        for series in self.samples.keys() {
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.trim_end_matches('}')),
-                None => (series.as_str(), ""),
-            };
-            let mut names: Vec<String> = labels
-                .split(',')
-                .filter(|l| !l.is_empty())
-                .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
-                .collect();
-            names.sort();
-            out.entry(name.to_string()).or_default().insert(names);
-        }
-        out
     }
 }
 
