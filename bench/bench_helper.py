@@ -22,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 
+from bench_common import fmt, num, ratio, read_kv
+
 
 # ---------------------------------------------------------------------------------------------
 # wait-probe
@@ -183,18 +185,6 @@ def pcap_rtt(path, net):
 # report
 
 
-def read_kv(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
 def parse_wrk(path):
     res = {}
     with open(path) as f:
@@ -206,28 +196,6 @@ def parse_wrk(path):
         k, v = tok.split("=", 1)
         res[k] = float(v) if ("." in v or "e" in v) else int(v)
     return res
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def fmt(v, digits=0):
-    if v is None:
-        return "n/a"
-    if digits == 0:
-        return "{:,.0f}".format(v)
-    return "{:,.{d}f}".format(v, d=digits)
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "n/a"
-    r = a / b
-    return "{:.2f}".format(r) if abs(r) >= 1 else "{:.3g}".format(r)
 
 
 def report(d):

@@ -67,12 +67,13 @@ if [[ $# -gt 0 ]]; then
     exit 64
 fi
 
-die() { echo "mesh_bench: error: $*" >&2; exit 1; }
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BENCH_NAME=mesh_bench
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 [[ ${EUID} -eq 0 ]] || die "must run as root (namespaces, veth, sysctl, raw sockets)"
 
-BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$BENCH_DIR/.." && pwd)"
 HELPER="$BENCH_DIR/mesh_bench_helper.py"
 
@@ -121,41 +122,6 @@ NS_P="mmb-prober-$$"
 NS_Q="mmb-peer-$$"
 VETH_P="mmb-p"
 VETH_Q="mmb-q"
-PIDS=()          # every background process this script started
-NS_CREATED=()
-
-forget_pid() {
-    local p=$1 i
-    for i in "${!PIDS[@]}"; do [[ ${PIDS[$i]} == "$p" ]] && unset 'PIDS[i]'; done
-    return 0
-}
-
-stop_pid() {   # stop_pid PID [SIGNAL]: signal one process we started, wait up to 5 s, then KILL it
-    local p=$1 sig=${2:-TERM} i
-    kill -0 "$p" 2>/dev/null || { wait "$p" 2>/dev/null || true; forget_pid "$p"; return 0; }
-    kill "-$sig" "$p" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$p" 2>/dev/null; then
-        log "pid $p did not exit on SIG$sig, sending SIGKILL"
-        kill -KILL "$p" 2>/dev/null || true
-    fi
-    wait "$p" 2>/dev/null || true
-    forget_pid "$p"
-}
-
-cleanup() {
-    local rc=$? p ns
-    trap - EXIT INT TERM HUP
-    set +e
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    for ns in "${NS_CREATED[@]}"; do ip netns del "$ns" 2>/dev/null; done
-    if (( rc != 0 )); then log "exiting with status $rc; partial results (if any) in $RESULTS_DIR"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 # ---- dependencies --------------------------------------------------------------------------------
 missing=()
@@ -165,21 +131,15 @@ command -v python3 >/dev/null || missing+=(python3)
 if has_prog smokeping && [[ ! -x $SMOKEPING_BIN ]]; then missing+=(prometheus-smokeping-prober); fi
 if has_prog fping && [[ ! -x $FPING_BIN ]]; then missing+=(fping); fi
 if (( ${#missing[@]} )); then
-    log "installing missing packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update
-    apt-get install -y "${missing[@]}"
+    install_packages "${missing[@]}"
 fi
 if has_prog smokeping; then [[ -x $SMOKEPING_BIN ]] || die "$SMOKEPING_BIN not found"; fi
 if has_prog fping; then [[ -x $FPING_BIN ]] || die "$FPING_BIN not found"; fi
 if { has_prog meshprobe || has_prog meshprobe-big; } && [[ ! -x $MESHPROBE_BIN ]]; then
-    log "$MESHPROBE_BIN missing: cargo build --release in $REPO"
-    (cd "$REPO" && cargo build --release)
-    [[ -x $MESHPROBE_BIN ]] || die "$MESHPROBE_BIN still missing after cargo build --release"
+    build_meshprobe_if_missing
 fi
 
-stale=$(ip netns list | awk '$1 ~ /^mmb-/ {print $1}' | tr '\n' ' ')
-[[ -z $stale ]] || log "note: namespaces from another (or crashed) mesh_bench run exist: $stale(not touched)"
+note_stale_namespaces mmb-
 
 mkdir -p "$RESULTS_DIR"
 CLK_TCK=$(getconf CLK_TCK)
@@ -201,13 +161,9 @@ CLK_TCK=$(getconf CLK_TCK)
     echo "programs=$PROGRAMS"
     echo "clk_tck=$CLK_TCK"
     if has_prog meshprobe || has_prog meshprobe-big; then
-        echo "meshprobe_bin=$MESHPROBE_BIN"
-        echo "meshprobe_version=$("$MESHPROBE_BIN" --version 2>&1 | head -1)"
-        echo "meshprobe_sha256=$(sha256sum "$MESHPROBE_BIN" | cut -d' ' -f1)"
-        echo "meshprobe_mtime=$(date -Is -r "$MESHPROBE_BIN")"
+        meshprobe_meta
         echo "meshprobe_flags=$MESHPROBE_FLAGS"
-        echo "repo_head=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
-        echo "repo_dirty_files=$(git -C "$REPO" status --porcelain 2>/dev/null | wc -l)"
+        repo_meta
     fi
     if has_prog smokeping; then
         echo "smokeping_bin=$SMOKEPING_BIN"
@@ -269,41 +225,10 @@ CFG_SMOKEPING="$RESULTS_DIR/smokeping.yml"
 } > "$CFG_SMOKEPING"
 
 # ---- namespace network ---------------------------------------------------------------------------
-log "creating namespaces $NS_P and $NS_Q"
-ip netns add "$NS_P"; NS_CREATED+=("$NS_P")
-ip netns add "$NS_Q"; NS_CREATED+=("$NS_Q")
-# created inside the prober namespace, peer end moved straight into the peer namespace:
-# the root namespace never sees either end.
-ip -n "$NS_P" link add "$VETH_P" type veth peer name "$VETH_Q" netns "$NS_Q"
-for ns in "$NS_P" "$NS_Q"; do
-    ip -n "$ns" link set lo up
-    ip netns exec "$ns" sysctl -qw net.ipv4.icmp_ratelimit=0
-    ip netns exec "$ns" sysctl -qw net.ipv6.icmp.ratelimit=0
-done
-ip -n "$NS_P" addr add 198.18.0.1/24 dev "$VETH_P"
-ip -n "$NS_Q" addr add 198.18.0.2/24 dev "$VETH_Q"
-ip -n "$NS_Q" -batch "$ADDR_BATCH"
-ip -n "$NS_P" link set "$VETH_P" up
-ip -n "$NS_Q" link set "$VETH_Q" up
-ip -n "$NS_P" route add 198.18.64.0/18 via 198.18.0.2 dev "$VETH_P"
-got=$(ip -n "$NS_Q" -4 -o addr show dev "$VETH_Q" | grep -c ' 198\.18\.\(6[4-9]\|[7-9][0-9]\|1[01][0-9]\|12[0-7]\)\.' || true)
-(( got == NPEER )) || die "peer has $got of $NPEER addresses"
+make_peer_network "$ADDR_BATCH" 198.18.64.0/18 '198\.18\.\(6[4-9]\|[7-9][0-9]\|1[01][0-9]\|12[0-7]\)\.' "$NPEER"
 log "peer answers on $NPEER addresses ($(head -1 "$ALL_TARGETS") … $(tail -1 "$ALL_TARGETS"))"
 
 # ---- helpers -------------------------------------------------------------------------------------
-cpu_ticks() {   # utime+stime of PID (all threads) in clock ticks (fields 14 and 15 of /proc/PID/stat)
-    local s rest
-    s=$(< "/proc/$1/stat")
-    rest=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $(( ${12} + ${13} ))
-}
-
-status_kb() {   # status_kb PID FIELD -> value in kB
-    awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
-}
-
 now_s() { date +%s.%N; }
 
 ctxt_switches() {   # voluntary + involuntary context switches of all threads of PID (living ones)
@@ -311,10 +236,6 @@ ctxt_switches() {   # voluntary + involuntary context switches of all threads of
         | awk '$1 == "voluntary_ctxt_switches:" || $1 == "nonvoluntary_ctxt_switches:" { n += $2 } END { print n + 0 }'
 }
 
-socket_counts() {   # raw / ping (dgram ICMP) sockets open in the prober namespace right now
-    ip netns exec "$NS_P" sh -c \
-        'echo "raw4=$(($(wc -l < /proc/net/raw) - 1)) ping4=$(($(wc -l < /proc/net/icmp) - 1))"'
-}
 
 helper() { ip netns exec "$NS_P" python3 "$HELPER" "$@"; }
 

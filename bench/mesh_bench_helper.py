@@ -27,6 +27,8 @@ import time
 import urllib.error
 import urllib.request
 
+from bench_common import fmt, num, ratio, read_kv
+
 PROGRAMS = ["meshprobe", "smokeping", "fping", "meshprobe-big"]
 
 SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -161,42 +163,6 @@ def count_lines(path, pattern, start):
 
 # ---------------------------------------------------------------------------------------------
 # report
-
-
-def read_kv(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def fmt(v, digits=0):
-    if v is None:
-        return "n/a"
-    if isinstance(v, str):
-        return v
-    if digits == 0:
-        return "{:,.0f}".format(v)
-    return "{:,.{d}f}".format(v, d=digits)
-
-
-def ratio(a, b):
-    if a is None or b is None or isinstance(a, str) or isinstance(b, str) or b == 0:
-        return "n/a"
-    r = a / b
-    return "{:.2f}".format(r) if abs(r) >= 1 else "{:.3g}".format(r)
 
 
 def derive(kv):
