@@ -144,7 +144,7 @@ fn watchdog_meant_for_another_process_is_not_fed() {
     let _ = std::fs::remove_file(&socket_path);
 }
 
-/// `systemd-analyze verify` and `security` on a unit file whose ExecStart binary is `binary`.
+/// `systemd-analyze verify` (no complaints) and `security` (exposure under 2.0) on a unit file.
 fn assert_unit_verifies_and_is_hardened(unit_path: &Path) {
     let verify = Command::new("systemd-analyze")
         .arg("verify")
