@@ -1,100 +1,114 @@
-//! The receive side of a shared socket: one task per socket that drains it in batches and hands
-//! each answer to exactly the probe it belongs to.
+//! The receive loop of a [`Channel`]: one task per channel that drains its endpoint in batches
+//! and hands each answer to exactly the probe it belongs to.
 //!
-//! Owns reading (`recvmmsg`, and the error queue of ping sockets), decoding through
-//! [`super::packet`], matching through [`super::table::ProbeTable`], RTT computation from kernel
-//! timestamps, and counting every rejected packet by reason. It never sends.
+//! Owns reading (batches, and the error queue of ping sockets), receive-buffer sizing (grown
+//! before each read to fit the largest payload a waiting probe expects, shrunk again when no
+//! such probe waits), decoding through [`super::packet`], matching through
+//! [`super::table::ProbeTable`], RTT computation from kernel timestamps, and counting every
+//! rejected packet by reason. Replies and errors that belong to one of the process's ping
+//! sockets, seen again by a raw socket, are left to that socket. It never sends.
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-
+use super::channel::{Channel, EngineCore};
+use super::echo::Answer;
 use super::packet::{self, Family, IcmpErrorKind, Received};
-use super::pinger::{Answer, PingerInner, SharedSocket};
-use super::socket::{self, ReceiveBatch, SocketKind};
+use super::socket::SocketKind;
+use super::socket::receive::{QueuedError, ReceiveBatch, ReceiveMeta};
 use super::stats::{EngineStats, RejectReason};
-use super::table::{PendingProbe, ProbeKey};
+use super::table::{ErrorVerdict, PendingProbe, ProbeKey};
 
 const BATCH: usize = 64;
 /// Room for the IP header (raw IPv4) and the echo header in front of the largest payload.
 const HEADROOM: usize = 128;
+/// Receive buffer size while no waiting probe needs more.
+const DEFAULT_BUFFER: usize = 2048;
 
-/// Runs for the life of the process, reading `shared`'s socket.
-pub(super) async fn receive_loop(shared: Arc<SharedSocket>, engine: Arc<PingerInner>) {
+/// The buffer length that fits every reply `largest_payload` implies.
+fn buffer_len_for(largest_payload: usize) -> usize {
+    (largest_payload + HEADROOM)
+        .next_power_of_two()
+        .max(DEFAULT_BUFFER)
+}
+
+/// Runs until the channel is closed, reading its endpoint.
+pub(super) async fn receive_loop(channel: Arc<Channel>, engine: Arc<EngineCore>) {
     let stats = &engine.stats;
-    let mut batch = ReceiveBatch::new(BATCH, 2048);
-    let mut error_buffer = vec![0u8; 2048];
+    let mut batch = ReceiveBatch::new(BATCH, DEFAULT_BUFFER);
+    let mut error_buffer = vec![0u8; DEFAULT_BUFFER];
     loop {
-        let needed = shared.largest_payload.load(Ordering::Relaxed) + HEADROOM;
-        if needed > batch.buffer_len() {
-            batch = ReceiveBatch::new(BATCH, needed.next_power_of_two());
-            error_buffer.resize(needed.next_power_of_two(), 0);
-        }
-        let mut ready = match shared.fd.ready(Interest::READABLE | Interest::ERROR).await {
-            Ok(ready) => ready,
-            Err(error) => {
-                tracing::error!(%error, "ICMP socket poll failed; receiver stops");
-                stats.count_receive_error();
-                return;
+        tokio::select! {
+            ready = channel.endpoint.readable() => {
+                if let Err(error) = ready {
+                    tracing::error!(%error, socket = %channel.key, "ICMP socket poll failed; receiver stops");
+                    stats.count_receive_error();
+                    return;
+                }
             }
-        };
-        let readiness = ready.ready();
-        let fd = shared.fd.get_ref().as_raw_fd();
-        if shared.key.kind == SocketKind::Dgram {
-            drain_error_queue(&shared, stats, fd, &mut error_buffer);
+            _ = channel.closed() => return,
+        }
+        if channel.key.kind == SocketKind::Dgram {
+            drain_error_queue(&channel, &engine, &mut error_buffer);
         }
         loop {
-            match batch.receive(fd) {
+            // Sized after the wait and before every read: a probe registers its payload before
+            // it sends, so its reply always finds a buffer large enough.
+            let wanted = buffer_len_for(channel.probes().largest_waiting_payload());
+            if wanted > batch.buffer_len() || wanted * 4 <= batch.buffer_len() {
+                batch.resize(wanted);
+                error_buffer.resize(wanted, 0);
+                error_buffer.shrink_to_fit();
+            }
+            match channel.endpoint.try_receive(&mut batch) {
                 Ok(0) => break,
                 Ok(count) => {
                     for index in 0..count {
                         let (bytes, meta) = batch.datagram(index);
-                        handle_datagram(&shared, &engine, bytes, &meta);
+                        handle_datagram(&channel, &engine, bytes, &meta);
                     }
-                    if count < BATCH {
+                    if count < batch.capacity() {
                         break;
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if socket::is_async_icmp_errno(&error) => {
+                Err(error) if super::socket::is_async_icmp_errno(&error) => {
                     // sk_err from an ICMP error on a ping socket; the error queue has the details.
-                    drain_error_queue(&shared, stats, fd, &mut error_buffer);
+                    drain_error_queue(&channel, &engine, &mut error_buffer);
                 }
                 Err(error) => {
                     stats.count_receive_error();
-                    tracing::warn!(%error, "Error reading from socket");
+                    tracing::warn!(%error, socket = %channel.key, "Error reading from socket");
                     break;
                 }
             }
         }
-        ready.clear_ready_matching(readiness);
     }
 }
 
-fn drain_error_queue(shared: &SharedSocket, stats: &EngineStats, fd: i32, buffer: &mut [u8]) {
+fn drain_error_queue(channel: &Channel, engine: &EngineCore, buffer: &mut [u8]) {
     loop {
-        match socket::receive_queued_error(fd, buffer) {
-            Ok(Some(queued)) => handle_queued_error(shared, stats, &queued),
+        match channel.endpoint.try_receive_error(buffer) {
+            Ok(Some(queued)) => handle_queued_error(channel, engine, &queued),
             Ok(None) => break,
             Err(error) => {
                 if error.kind() != io::ErrorKind::Interrupted {
-                    stats.count_receive_error();
+                    engine.stats.count_receive_error();
                     break;
                 }
             }
         }
     }
-    let _ = socket::take_socket_error(shared.fd.get_ref());
+    let _ = channel.endpoint.take_error();
 }
 
-fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &socket::QueuedError) {
-    let family = shared.key.family;
+fn handle_queued_error(channel: &Channel, engine: &EngineCore, queued: &QueuedError) {
+    let stats = &engine.stats;
+    let family = channel.key.family;
     stats.count_received(family);
     let is_icmp_origin =
         queued.origin == libc::SO_EE_ORIGIN_ICMP || queued.origin == libc::SO_EE_ORIGIN_ICMP6;
@@ -113,45 +127,51 @@ fn handle_queued_error(shared: &SharedSocket, stats: &EngineStats, queued: &sock
         code: queued.icmp_code,
         from: queued.offender,
     };
-    complete_with_error(
-        shared,
-        stats,
-        ProbeKey {
-            address: destination,
-            id,
-            seq,
-        },
-        payload,
-        answer,
-    );
+    let key = ProbeKey {
+        address: destination,
+        id,
+        seq,
+    };
+    complete_with_error(channel, stats, key, payload, answer);
 }
 
-fn handle_datagram(
-    shared: &SharedSocket,
-    engine: &PingerInner,
-    bytes: &[u8],
-    meta: &socket::ReceiveMeta,
-) {
+/// True when a raw channel sees a packet meant for one of our ping sockets (which reads it too).
+fn belongs_to_ping_socket(channel: &Channel, engine: &EngineCore, id: u16) -> bool {
+    channel.key.kind == SocketKind::Raw && engine.is_ping_ident(channel.key.family, id)
+}
+
+fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &ReceiveMeta) {
     let stats = &engine.stats;
-    let family = shared.key.family;
-    stats.count_received(family);
+    let family = channel.key.family;
     let received_at = Instant::now();
     if meta.truncated {
+        stats.count_received(family);
         stats.count_rejected(RejectReason::Truncated);
         return;
     }
-    let (message, source, header_ttl) = match (family, shared.key.kind) {
+    let (message, source, header_ttl) = match (family, channel.key.kind) {
         (Family::V4, SocketKind::Raw) => match packet::parse_ipv4(bytes) {
             Ok(view) => (view.payload, Some(IpAddr::V4(view.source)), Some(view.ttl)),
             Err(_) => {
+                stats.count_received(family);
                 stats.count_rejected(RejectReason::Malformed);
                 return;
             }
         },
         _ => (bytes, meta.source, None),
     };
-    let verify_checksum = family == Family::V4 && shared.key.kind == SocketKind::Raw;
-    let parsed = match packet::parse_icmp(family, message, verify_checksum) {
+    let verify_checksum = family == Family::V4 && channel.key.kind == SocketKind::Raw;
+    let parsed = packet::parse_icmp(family, message, verify_checksum);
+    let sibling_id = match &parsed {
+        Ok(Received::EchoReply { id, .. }) => Some(*id),
+        Ok(Received::Error { quoted, .. }) => Some(quoted.id),
+        _ => None,
+    };
+    if sibling_id.is_some_and(|id| belongs_to_ping_socket(channel, engine, id)) {
+        return;
+    }
+    stats.count_received(family);
+    let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(packet::ParseError::BadChecksum) => {
             stats.count_rejected(RejectReason::BadChecksum);
@@ -169,7 +189,7 @@ fn handle_datagram(
                 return;
             };
             let key = ProbeKey { address, id, seq };
-            let taken = shared.probes().take_for_reply(&key, payload);
+            let taken = channel.probes().take_for_reply(&key, payload);
             match taken {
                 Ok(probe) => {
                     let (rtt, kernel_timestamp) =
@@ -184,13 +204,11 @@ fn handle_datagram(
                     let _ = probe.answer.send(answer);
                     stats.count_matched();
                 }
-                Err(reason) => {
-                    if reason == RejectReason::Duplicate
-                        && let Some(observer) = engine.observer.load().as_ref()
-                    {
-                        observer.duplicate(address);
+                Err(rejection) => {
+                    if let Some(observer) = &rejection.observer {
+                        observer.duplicate();
                     }
-                    stats.count_rejected(reason);
+                    stats.count_rejected(rejection.reason);
                 }
             }
         }
@@ -211,20 +229,22 @@ fn handle_datagram(
                 code,
                 from: source,
             };
-            complete_with_error(shared, stats, key, quoted.payload_prefix, answer);
+            complete_with_error(channel, stats, key, quoted.payload_prefix, answer);
         }
         Received::Other { .. } => stats.count_rejected(RejectReason::UnrelatedError),
     }
 }
 
 fn complete_with_error(
-    shared: &SharedSocket,
+    channel: &Channel,
     stats: &EngineStats,
     key: ProbeKey,
     quoted_payload: &[u8],
     answer: Answer,
 ) {
-    let taken = shared.probes().take_for_error(&key, quoted_payload);
+    let taken = channel
+        .probes()
+        .take_for_error(&key, quoted_payload, answer);
     match taken {
         Ok(probe) => {
             if let Answer::IcmpError { kind, .. } = answer {
@@ -232,7 +252,8 @@ fn complete_with_error(
             }
             let _ = probe.answer.send(answer);
         }
-        Err(reason) => stats.count_rejected(reason),
+        Err(ErrorVerdict::Hinted) => stats.count_error_hint(),
+        Err(ErrorVerdict::Rejected(reason)) => stats.count_rejected(reason),
     }
 }
 

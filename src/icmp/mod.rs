@@ -1,18 +1,24 @@
-//! The ICMP engine: wire format ([`packet`]), sockets ([`socket`]), the shared-socket
-//! demultiplexer ([`pinger`]) and its counters ([`stats`]).
+//! The ICMP engine: the vocabulary callers use ([`echo`]), wire format ([`packet`]), sockets
+//! ([`socket`], the engine's only `unsafe` code) behind the [`transport`] seam, the probe table
+//! ([`table`]), receiving channels and their loop (`channel.rs`, `demux.rs`), the engine itself
+//! ([`pinger`]), and its counters ([`stats`]).
 //!
-//! Callers use [`Pinger::echo`]; nothing outside this module touches a socket.
+//! Dependencies run one way: `echo` ← `table` ← `channel` ← `demux` ← `pinger`. Callers use
+//! [`Pinger::echo`]; nothing outside this module touches a socket.
 
+mod channel;
 mod demux;
+pub mod echo;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod packet;
 pub mod pinger;
 pub mod socket;
 pub mod stats;
 mod table;
+pub mod transport;
 
+pub use echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
 pub use packet::{Family, IcmpErrorKind};
-pub use pinger::{
-    Answer, EchoFailure, EchoRequest, EchoResult, Pinger, ReplyObserver, SocketOpenError,
-    check_permissions,
-};
+pub use pinger::{Pinger, check_permissions};
 pub use socket::SocketKind;

@@ -1,104 +1,41 @@
-//! The shared-socket ICMP engine: one socket per [`SocketKey`], and a demultiplexer per socket.
+//! The shared-socket ICMP engine: the process's sockets, and [`Pinger::echo`].
 //!
-//! [`Pinger::echo`] sends one echo request and waits for its answer. All probes with the same
-//! family, socket kind, source, TTL and DF share one socket. A receiver task per socket reads
-//! replies in batches and hands each one to the probe waiting for exactly that (source address, id,
-//! seq) whose payload carries that probe's nonce; everything else is rejected and counted. ICMP
-//! errors that quote a waiting probe end it at once. This module does not know about HTTP or metrics
-//! formats; it only counts into [`EngineStats`].
+//! All probes with the same family, socket kind, source and DF share one socket; the TTL is set
+//! per packet. Each ping socket is its own receiving [`Channel`]; all raw sockets of a family send
+//! into one channel read by the family's unbound raw socket (every raw socket would otherwise see
+//! every reply). A probe picks a sequence number no waiting probe to its address uses, registers
+//! under (address, id, seq) with a random nonce in the payload, sends, and waits for its answer;
+//! sockets nobody used for [`IDLE_CLOSE`] are closed. This module owns socket bookkeeping and the
+//! send path; receiving is `demux.rs`, matching `table.rs`, I/O behind [`Transport`].
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use socket2::Socket;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
+use super::channel::{Channel, EngineCore};
 use super::demux;
-use super::packet::{self, Family, IcmpErrorKind};
+use super::echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
+use super::packet::{self, Family};
+use super::socket::endpoint::SystemTransport;
 use super::socket::{self, SocketKey, SocketKind};
 use super::stats::EngineStats;
-use super::table::{PendingProbe, ProbeKey, ProbeTable};
+use super::table::{PendingProbe, ProbeKey};
+use super::transport::{Endpoint, Role, Transport};
 
-/// One echo request to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EchoRequest {
-    pub destination: IpAddr,
-    /// IPv6 scope (interface index) for link-local targets; 0 otherwise.
-    pub scope_id: u32,
-    pub source: Option<IpAddr>,
-    /// TTL/hop limit; `None` keeps the OS default.
-    pub ttl: Option<u8>,
-    pub dont_fragment: bool,
-    /// blackbox `payload_size` (0 means the 28-byte default payload).
-    pub payload_size: usize,
-}
-
-/// A successful answer or an ICMP error that quoted our request.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Answer {
-    Echo {
-        rtt: Duration,
-        hop_limit: Option<u8>,
-        /// The RTT's receive side came from the kernel's `SO_TIMESTAMPNS`.
-        kernel_timestamp: bool,
-        /// Position of this reply in the engine's receive order (for reordering detection).
-        arrival: u64,
-    },
-    IcmpError {
-        kind: IcmpErrorKind,
-        icmp_type: u8,
-        code: u8,
-        from: Option<IpAddr>,
-    },
-}
-
-/// Why no answer arrived.
-#[derive(Debug, thiserror::Error)]
-pub enum EchoFailure {
-    #[error("{0}")]
-    Socket(#[from] SocketOpenError),
-    #[error("error writing to socket: {0}")]
-    Send(io::Error),
-    #[error("timeout waiting for an echo reply")]
-    Timeout,
-}
-
-/// Neither socket kind could be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketOpenError {
-    #[error(
-        "no permission to open an ICMP socket ({detail}). Fix one of: run meshprobe as root; \
-         grant it CAP_NET_RAW (setcap cap_net_raw+ep /path/to/meshprobe, or \
-         AmbientCapabilities=CAP_NET_RAW in systemd); or allow unprivileged ping sockets for its \
-         group (sysctl -w net.ipv4.ping_group_range=\"0 2147483647\")"
-    )]
-    Permission { detail: String },
-    #[error("error listening to socket: {0}")]
-    Other(io::Error),
-}
-
-impl SocketOpenError {
-    /// Classifies the errors of a ping-socket attempt (if any) and the raw-socket attempt.
-    fn from_attempts(dgram_error: Option<io::Error>, raw_error: io::Error) -> SocketOpenError {
-        let permission =
-            |e: &io::Error| matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
-        if permission(&raw_error) && dgram_error.as_ref().is_none_or(permission) {
-            let mut detail = format!("raw socket: {raw_error}");
-            if let Some(dgram) = dgram_error {
-                detail = format!("ping socket: {dgram}; {detail}");
-            }
-            SocketOpenError::Permission { detail }
-        } else {
-            SocketOpenError::Other(raw_error)
-        }
-    }
-}
+/// How long a failed ping-socket open is remembered before it is tried again.
+const DGRAM_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// A socket no probe used for this long is closed (a past config's source or DF, say).
+pub const IDLE_CLOSE: Duration = Duration::from_secs(300);
+/// How often idle sockets are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Sequence numbers (and, on raw sockets, ids) tried for one probe before it fails as busy.
+pub const SEQUENCE_ATTEMPTS: usize = 64;
 
 /// Checks which socket kind this process may open for `family`, without keeping it open.
 pub fn check_permissions(family: Family) -> Result<SocketKind, SocketOpenError> {
@@ -106,65 +43,45 @@ pub fn check_permissions(family: Family) -> Result<SocketKind, SocketOpenError> 
         family,
         kind,
         source: None,
-        ttl: None,
         dont_fragment: false,
     };
-    let dgram_error = match socket::open(&key(SocketKind::Dgram)) {
+    let dgram_error = match socket::open(&key(SocketKind::Dgram), Role::SendReceive) {
         Ok(_) => return Ok(SocketKind::Dgram),
         Err(error) => error,
     };
-    match socket::open(&key(SocketKind::Raw)) {
+    match socket::open(&key(SocketKind::Raw), Role::SendReceive) {
         Ok(_) => Ok(SocketKind::Raw),
         Err(raw_error) => Err(SocketOpenError::from_attempts(Some(dgram_error), raw_error)),
     }
 }
 
-/// The result of one [`Pinger::echo`] call.
-#[derive(Debug)]
-pub struct EchoResult {
-    pub socket_kind: Option<SocketKind>,
-    pub id: u16,
-    pub seq: u16,
-    /// Socket lookup or creation plus packet encoding (blackbox's `setup` phase).
-    pub setup: Duration,
-    /// From just before the send until the answer was handled (blackbox's `rtt` window).
-    pub waited: Duration,
-    pub outcome: Result<Answer, EchoFailure>,
+/// One socket probes send on, and the channel their answers arrive on.
+struct SendSocket {
+    key: SocketKey,
+    endpoint: Arc<dyn Endpoint>,
+    channel: Arc<Channel>,
+    /// Milliseconds since the engine's epoch of the last probe that used this socket.
+    last_used_ms: AtomicU64,
 }
 
-/// One shared socket, its probe table and what its receiver needs to know.
-pub(super) struct SharedSocket {
-    pub(super) key: SocketKey,
-    pub(super) fd: AsyncFd<Socket>,
-    /// Kernel-assigned echo id of a ping socket.
-    pub(super) ident: Option<u16>,
-    pub(super) probes: Mutex<ProbeTable>,
-    pub(super) largest_payload: AtomicUsize,
-}
-
-impl SharedSocket {
-    pub(super) fn probes(&self) -> MutexGuard<'_, ProbeTable> {
-        // A panic while holding this lock cannot leave the map inconsistent, so recover it.
-        self.probes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl SendSocket {
+    /// True when this socket is the one its channel reads.
+    fn receives(&self) -> bool {
+        self.channel.key == self.key
     }
 }
 
 /// Removes a probe's pending entry however the probe ends (answer, timeout or cancellation).
 struct PendingGuard<'a> {
-    socket: &'a SharedSocket,
+    channel: &'a Channel,
     key: ProbeKey,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.socket.probes().abandon(&self.key);
+        self.channel.probes().abandon(&self.key);
     }
 }
-
-/// How long a failed ping-socket open is remembered before it is tried again.
-const DGRAM_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The process-wide ICMP engine. Cheap to clone.
 #[derive(Clone)]
@@ -172,19 +89,17 @@ pub struct Pinger {
     inner: Arc<PingerInner>,
 }
 
-/// Told about replies that match no waiting probe but a recently answered one (duplicates).
-pub trait ReplyObserver: Send + Sync {
-    fn duplicate(&self, address: IpAddr);
-}
-
-pub(super) struct PingerInner {
-    pub(super) observer: arc_swap::ArcSwapOption<Box<dyn ReplyObserver>>,
-    sockets: Mutex<HashMap<SocketKey, Arc<SharedSocket>>>,
+struct PingerInner {
+    transport: Arc<dyn Transport>,
+    core: Arc<EngineCore>,
+    sockets: Mutex<HashMap<SocketKey, Arc<SendSocket>>>,
     dgram_unavailable: Mutex<HashMap<Family, Instant>>,
     sequence: AtomicU16,
-    pub(super) stats: Arc<EngineStats>,
-    /// Counts accepted replies in the order they were received.
-    pub(super) arrivals: AtomicU64,
+    /// Keys the per-destination sequence offset, so one destination's numbers say nothing
+    /// about another's.
+    sequence_keys: std::collections::hash_map::RandomState,
+    epoch: tokio::time::Instant,
+    sweeper_started: std::sync::Once,
 }
 
 impl Default for Pinger {
@@ -194,122 +109,139 @@ impl Default for Pinger {
 }
 
 impl Pinger {
+    /// An engine on real ICMP sockets.
     pub fn new() -> Pinger {
+        Pinger::with_transport(Arc::new(SystemTransport))
+    }
+
+    /// An engine on the given transport (tests use an in-memory one).
+    pub fn with_transport(transport: Arc<dyn Transport>) -> Pinger {
         Pinger {
             inner: Arc::new(PingerInner {
-                observer: arc_swap::ArcSwapOption::empty(),
-                arrivals: AtomicU64::new(0),
+                transport,
+                core: Arc::new(EngineCore::default()),
                 sockets: Mutex::new(HashMap::new()),
                 dgram_unavailable: Mutex::new(HashMap::new()),
                 sequence: AtomicU16::new(fastrand::u16(..)),
-                stats: Arc::new(EngineStats::default()),
+                sequence_keys: std::collections::hash_map::RandomState::new(),
+                epoch: tokio::time::Instant::now(),
+                sweeper_started: std::sync::Once::new(),
             }),
         }
     }
 
     pub fn stats(&self) -> &Arc<EngineStats> {
-        &self.inner.stats
-    }
-
-    /// Installs the observer told about duplicate replies (the mesh attributes them to targets).
-    pub fn set_observer(&self, observer: Box<dyn ReplyObserver>) {
-        self.inner.observer.store(Some(Arc::new(observer)));
+        &self.inner.core.stats
     }
 
     /// Sends one echo request and waits until `deadline` for its reply or an ICMP error.
     pub async fn echo(&self, request: &EchoRequest, deadline: tokio::time::Instant) -> EchoResult {
+        self.echo_observed(request, deadline, None).await
+    }
+
+    /// [`Pinger::echo`], telling `observer` about any duplicate reply to this probe.
+    pub async fn echo_observed(
+        &self,
+        request: &EchoRequest,
+        deadline: tokio::time::Instant,
+        observer: Option<Arc<dyn ReplyObserver>>,
+    ) -> EchoResult {
         let setup_start = Instant::now();
-        let shared = match self.socket_for(request) {
-            Ok(shared) => shared,
-            Err(error) => {
-                return EchoResult {
-                    socket_kind: None,
-                    id: 0,
-                    seq: 0,
-                    setup: Duration::ZERO,
-                    waited: Duration::ZERO,
-                    outcome: Err(EchoFailure::Socket(error)),
-                };
-            }
+        let failed = |socket_kind, outcome| EchoResult {
+            socket_kind,
+            id: 0,
+            seq: 0,
+            setup: setup_start.elapsed(),
+            waited: Duration::ZERO,
+            outcome: Err(outcome),
         };
-        let family = shared.key.family;
-        let id = shared.ident.unwrap_or_else(|| fastrand::u16(..));
+        let sender = match self.socket_for(request) {
+            Ok(sender) => sender,
+            Err(error) => return failed(None, EchoFailure::Socket(error)),
+        };
+        let channel = &sender.channel;
+        let family = sender.key.family;
         let nonce = fastrand::u64(..);
-        shared
-            .largest_payload
-            .fetch_max(packet::payload_len(request.payload_size), Ordering::Relaxed);
         let (answer_tx, answer_rx) = oneshot::channel();
 
-        // Pick a sequence number no other waiting probe to this address uses, register the probe,
-        // and take the send timestamp last, just before the system call.
+        // Pick an (id, seq) no other waiting probe to this address uses, register the probe, and
+        // take the send timestamp last, just before the system call.
         let mut packet_bytes = Vec::with_capacity(packet::ECHO_HEADER_LEN + 64);
-        let (key, setup, sent_at) = {
-            let mut probes = shared.probes();
-            let mut seq = self.next_sequence();
-            let key = loop {
-                let key = ProbeKey {
-                    address: request.destination,
-                    id,
-                    seq,
-                };
-                if !probes.is_waiting(&key) {
-                    break key;
+        let registered = {
+            let mut probes = channel.probes();
+            match self.free_key(&sender, request.destination, |key| probes.is_waiting(key)) {
+                None => None,
+                Some(key) => {
+                    packet::encode_echo_request(
+                        &mut packet_bytes,
+                        family,
+                        key.id,
+                        key.seq,
+                        request.payload_size,
+                        nonce,
+                    );
+                    let setup = setup_start.elapsed();
+                    let sent_at = Instant::now();
+                    probes.insert(
+                        key,
+                        PendingProbe {
+                            nonce,
+                            payload_size: request.payload_size,
+                            sent_realtime_ns: socket::realtime_ns(),
+                            sent_at,
+                            answer: answer_tx,
+                            observer,
+                            hint: None,
+                        },
+                    );
+                    Some((key, setup, sent_at))
                 }
-                seq = self.next_sequence();
-            };
-            packet::encode_echo_request(
-                &mut packet_bytes,
-                family,
-                id,
-                seq,
-                request.payload_size,
-                nonce,
-            );
-            let setup = setup_start.elapsed();
-            let sent_at = Instant::now();
-            probes.insert(
-                key,
-                PendingProbe {
-                    nonce,
-                    payload_size: request.payload_size,
-                    sent_realtime_ns: socket::realtime_ns(),
-                    sent_at,
-                    answer: answer_tx,
-                },
-            );
-            (key, setup, sent_at)
+            }
+        };
+        let Some((key, setup, sent_at)) = registered else {
+            self.stats().count_busy();
+            return failed(Some(sender.key.kind), EchoFailure::Busy);
         };
         let guard = PendingGuard {
-            socket: &shared,
+            channel: channel.as_ref(),
             key,
         };
         let destination = socket::destination_addr(request.destination, request.scope_id);
-        let send_result = self.send(&shared, &packet_bytes, destination).await;
+        let send_result = self
+            .send(&sender, &packet_bytes, destination, request.ttl)
+            .await;
         let outcome = match send_result {
             Err(error) => {
-                self.inner.stats.count_send_error();
+                self.stats().count_send_error();
                 Err(EchoFailure::Send(error))
             }
             Ok(()) => {
-                self.inner.stats.count_sent(family);
+                self.stats().count_sent(family);
                 let mut answer_rx = answer_rx;
                 match tokio::time::timeout_at(deadline, &mut answer_rx).await {
                     Ok(Ok(answer)) => Ok(answer),
                     Ok(Err(_closed)) => Err(EchoFailure::Timeout),
                     Err(_elapsed) => {
-                        // The receiver may have answered between the timer firing and now.
+                        let hint = channel.probes().abandon(&key);
                         drop(guard);
-                        match answer_rx.try_recv() {
-                            Ok(answer) => Ok(answer),
-                            Err(_) => Err(EchoFailure::Timeout),
+                        // The receiver may have answered between the timer firing and now.
+                        match (answer_rx.try_recv(), hint) {
+                            (Ok(answer), _) => Ok(answer),
+                            (Err(_), Some(hint)) => {
+                                if let Answer::IcmpError { kind, .. } = hint {
+                                    self.stats().count_icmp_error(kind);
+                                }
+                                Ok(hint)
+                            }
+                            (Err(_), None) => Err(EchoFailure::Timeout),
                         }
                     }
                 }
             }
         };
         EchoResult {
-            socket_kind: Some(shared.key.kind),
-            id,
+            socket_kind: Some(sender.key.kind),
+            id: key.id,
             seq: key.seq,
             setup,
             waited: sent_at.elapsed(),
@@ -317,69 +249,103 @@ impl Pinger {
         }
     }
 
-    fn next_sequence(&self) -> u16 {
-        self.inner
-            .sequence
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(1)
+    /// An (id, seq) for a probe to `destination` that `is_waiting` says is free, or `None` after
+    /// [`SEQUENCE_ATTEMPTS`] tries. The sequence number is the process-wide counter plus a
+    /// secret per-destination offset; raw sockets also draw a random id per try.
+    fn free_key(
+        &self,
+        sender: &SendSocket,
+        destination: IpAddr,
+        is_waiting: impl Fn(&ProbeKey) -> bool,
+    ) -> Option<ProbeKey> {
+        let offset = self.inner.sequence_keys.hash_one(destination) as u16;
+        let ping_ident = sender.channel.endpoint.ident();
+        for _ in 0..SEQUENCE_ATTEMPTS {
+            let counter = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+            let key = ProbeKey {
+                address: destination,
+                id: ping_ident.unwrap_or_else(|| self.raw_id(sender.key.family)),
+                seq: counter.wrapping_add(1).wrapping_add(offset),
+            };
+            if !is_waiting(&key) {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// A random echo id for a raw probe that none of the process's ping sockets owns.
+    fn raw_id(&self, family: Family) -> u16 {
+        loop {
+            let id = fastrand::u16(..);
+            if !self.inner.core.is_ping_ident(family, id) {
+                return id;
+            }
+        }
     }
 
     async fn send(
         &self,
-        shared: &SharedSocket,
+        sender: &SendSocket,
         bytes: &[u8],
-        destination: std::net::SocketAddr,
+        destination: SocketAddr,
+        ttl: Option<u8>,
     ) -> io::Result<()> {
         // A ping socket reports an earlier probe's ICMP error once through sk_err, which the next
         // send would return; clear it and retry so one probe's error never fails another probe.
         let mut async_error_retries = 2;
         loop {
-            match socket::send_to(shared.fd.get_ref(), bytes, destination) {
-                Ok(_) => return Ok(()),
+            match sender.endpoint.try_send(bytes, destination, ttl) {
+                Ok(()) => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    let mut ready = shared.fd.writable().await?;
-                    ready.clear_ready();
+                    sender.endpoint.writable().await?;
                 }
                 Err(error)
-                    if shared.key.kind == SocketKind::Dgram
+                    if sender.key.kind == SocketKind::Dgram
                         && async_error_retries > 0
                         && socket::is_async_icmp_errno(&error) =>
                 {
                     async_error_retries -= 1;
-                    let _ = socket::take_socket_error(shared.fd.get_ref());
+                    let _ = sender.endpoint.take_error();
                 }
                 Err(error) => return Err(error),
             }
         }
     }
 
-    /// Finds or opens the shared socket for a request: ping socket first, raw second, as blackbox
+    fn sockets(&self) -> MutexGuard<'_, HashMap<SocketKey, Arc<SendSocket>>> {
+        self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Finds or opens the socket for a request: ping socket first, raw second, as blackbox
     /// does; IPv4 with DF is always raw.
-    fn socket_for(&self, request: &EchoRequest) -> Result<Arc<SharedSocket>, SocketOpenError> {
+    fn socket_for(&self, request: &EchoRequest) -> Result<Arc<SendSocket>, SocketOpenError> {
         let family = Family::of(&request.destination);
         let dont_fragment = request.dont_fragment && family == Family::V4;
-        let base = SocketKey {
+        let dgram_key = SocketKey {
             family,
             kind: SocketKind::Dgram,
             source: request.source,
-            ttl: request.ttl,
-            dont_fragment,
+            dont_fragment: false,
         };
         let raw_key = SocketKey {
             kind: SocketKind::Raw,
-            ..base
+            dont_fragment,
+            ..dgram_key
         };
         let try_dgram = !dont_fragment && self.dgram_may_work(family);
-        {
-            let sockets = self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner());
-            let preferred = if try_dgram { &base } else { &raw_key };
-            if let Some(found) = sockets.get(preferred) {
-                return Ok(Arc::clone(found));
-            }
+        let preferred = if try_dgram { dgram_key } else { raw_key };
+        if let Some(found) = self.sockets().get(&preferred) {
+            found.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+            return Ok(Arc::clone(found));
         }
         let mut dgram_error = None;
         if try_dgram {
-            match self.open_shared(base) {
+            match self.open(dgram_key) {
                 Ok(shared) => return Ok(shared),
                 Err(error) => {
                     tracing::debug!(%error, "Unable to do unprivileged listen on socket, will attempt privileged");
@@ -395,8 +361,8 @@ impl Pinger {
                 }
             }
         }
-        self.open_shared(raw_key).map_err(|raw_error| {
-            self.inner.stats.count_socket_open_error();
+        self.open(raw_key).map_err(|raw_error| {
+            self.stats().count_socket_open_error();
             SocketOpenError::from_attempts(dgram_error, raw_error)
         })
     }
@@ -412,37 +378,133 @@ impl Pinger {
             .is_none_or(|since| since.elapsed() >= DGRAM_RETRY_AFTER)
     }
 
-    fn open_shared(&self, key: SocketKey) -> io::Result<Arc<SharedSocket>> {
-        let mut sockets = self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner());
+    /// Opens the socket for `key` (and, for a raw key, its family's receiving raw socket).
+    fn open(&self, key: SocketKey) -> io::Result<Arc<SendSocket>> {
+        self.start_sweeper();
+        let mut sockets = self.sockets();
         if let Some(found) = sockets.get(&key) {
             return Ok(Arc::clone(found));
         }
-        let opened = socket::open(&key)?;
-        let ident = match key.kind {
-            SocketKind::Dgram => Some(socket::ping_socket_ident(&opened)?),
-            SocketKind::Raw => None,
+        let receiver_key = match key.kind {
+            SocketKind::Dgram => key,
+            SocketKind::Raw => SocketKey {
+                source: None,
+                dont_fragment: false,
+                ..key
+            },
         };
-        let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
-        // SAFETY: socket2::Socket owns its descriptor and always returns the same one from
-        // as_raw_fd; it stays open until the AsyncFd (which owns the Socket) is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(opened, interest) }
-            .map_err(|error| error.into_parts().1)?;
-        let shared = Arc::new(SharedSocket {
+        let receiver = match sockets.get(&receiver_key) {
+            Some(found) => Arc::clone(found),
+            None => {
+                let opened = self.open_receiver(receiver_key)?;
+                sockets.insert(receiver_key, Arc::clone(&opened));
+                opened
+            }
+        };
+        if receiver_key == key {
+            return Ok(receiver);
+        }
+        let endpoint = self.inner.transport.open(&key, Role::SendOnly)?;
+        let sender = Arc::new(SendSocket {
             key,
-            fd,
-            ident,
-            probes: Mutex::new(ProbeTable::default()),
-            largest_payload: AtomicUsize::new(packet::BLACKBOX_PAYLOAD.len()),
+            endpoint,
+            channel: Arc::clone(&receiver.channel),
+            last_used_ms: AtomicU64::new(self.now_ms()),
         });
-        tracing::debug!(?key, ident, "opened shared ICMP socket");
-        sockets.insert(key, Arc::clone(&shared));
-        self.inner
-            .stats
+        tracing::debug!(socket = %key, "opened send-only ICMP socket");
+        self.stats().count_socket_opened(key.family, true);
+        sockets.insert(key, Arc::clone(&sender));
+        Ok(sender)
+    }
+
+    fn open_receiver(&self, key: SocketKey) -> io::Result<Arc<SendSocket>> {
+        let endpoint = self.inner.transport.open(&key, Role::SendReceive)?;
+        if key.kind == SocketKind::Dgram {
+            let ident = endpoint
+                .ident()
+                .ok_or_else(|| io::Error::other("ping socket has no echo id"))?;
+            self.inner.core.add_ping_ident(key.family, ident);
+        }
+        let channel = Arc::new(Channel::new(key, Arc::clone(&endpoint)));
+        tracing::debug!(socket = %key, ident = endpoint.ident(), "opened shared ICMP socket");
+        self.stats()
             .count_socket_opened(key.family, key.kind == SocketKind::Raw);
         tokio::spawn(demux::receive_loop(
-            Arc::clone(&shared),
-            Arc::clone(&self.inner),
+            Arc::clone(&channel),
+            Arc::clone(&self.inner.core),
         ));
-        Ok(shared)
+        Ok(Arc::new(SendSocket {
+            key,
+            endpoint,
+            channel,
+            last_used_ms: AtomicU64::new(self.now_ms()),
+        }))
+    }
+
+    /// Starts the task that closes idle sockets (once, from inside the runtime).
+    fn start_sweeper(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.sweeper_started.call_once(|| {
+            tokio::spawn(sweep_loop(weak));
+        });
+    }
+
+    /// Closes the sockets no probe used for [`IDLE_CLOSE`]. A receiving socket stays while
+    /// probes wait on its channel or another socket still sends into it.
+    fn close_idle(&self) -> usize {
+        let now = self.now_ms();
+        let idle_ms = IDLE_CLOSE.as_millis() as u64;
+        let mut sockets = self.sockets();
+        let is_idle =
+            |s: &SendSocket| now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) >= idle_ms;
+        let idle_senders: Vec<SocketKey> = sockets
+            .values()
+            .filter(|s| !s.receives() && is_idle(s))
+            .map(|s| s.key)
+            .collect();
+        for key in &idle_senders {
+            sockets.remove(key);
+        }
+        let idle_receivers: Vec<SocketKey> = sockets
+            .values()
+            .filter(|s| s.receives() && is_idle(s))
+            .filter(|s| s.channel.probes().waiting_count() == 0)
+            .filter(|s| {
+                !sockets
+                    .values()
+                    .any(|other| !other.receives() && Arc::ptr_eq(&other.channel, &s.channel))
+            })
+            .map(|s| s.key)
+            .collect();
+        for key in &idle_receivers {
+            if let Some(receiver) = sockets.remove(key) {
+                receiver.channel.close();
+                if let Some(ident) = receiver.endpoint.ident() {
+                    self.inner.core.remove_ping_ident(key.family, ident);
+                }
+            }
+        }
+        for key in idle_senders.iter().chain(&idle_receivers) {
+            tracing::debug!(socket = %key, "closed idle ICMP socket");
+            self.stats()
+                .count_socket_closed(key.family, key.kind == SocketKind::Raw);
+        }
+        idle_senders.len() + idle_receivers.len()
     }
 }
+
+async fn sweep_loop(engine: Weak<PingerInner>) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        Pinger { inner }.close_idle();
+    }
+}
+
+#[cfg(test)]
+#[path = "pinger_tests.rs"]
+mod tests;

@@ -73,6 +73,10 @@ pub struct EngineStats {
     send_errors: AtomicU64,
     receive_errors: AtomicU64,
     socket_open_errors: AtomicU64,
+    /// Echo requests refused because no sequence number was free for their destination.
+    busy: AtomicU64,
+    /// ICMP errors that quoted a waiting probe too briefly to carry its nonce.
+    error_hints: AtomicU64,
     /// Open shared sockets, indexed by [family][kind: 0 = dgram, 1 = raw].
     sockets_open: [[AtomicU64; 2]; 2],
 }
@@ -118,8 +122,18 @@ impl EngineStats {
         self.socket_open_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_busy(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_error_hint(&self) {
+        self.error_hints.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_socket_opened(&self, family: Family, raw: bool) {
         self.sockets_open[family_index(family)][usize::from(raw)].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_socket_closed(&self, family: Family, raw: bool) {
+        self.sockets_open[family_index(family)][usize::from(raw)].fetch_sub(1, Ordering::Relaxed);
     }
     /// Shared sockets open for `family`, (dgram, raw).
     pub fn sockets_open(&self, family: Family) -> (u64, u64) {
@@ -157,5 +171,11 @@ impl EngineStats {
     }
     pub fn socket_open_errors(&self) -> u64 {
         self.socket_open_errors.load(Ordering::Relaxed)
+    }
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+    pub fn error_hints(&self) -> u64 {
+        self.error_hints.load(Ordering::Relaxed)
     }
 }

@@ -1,22 +1,27 @@
-//! The per-socket probe table: probes waiting for an answer, and a bounded memory of recently
+//! The per-channel probe table: probes waiting for an answer, and a bounded memory of recently
 //! finished ones.
 //!
 //! Owns the matching rules: a reply is accepted only for a waiting (address, id, seq) whose payload
-//! carries that probe's nonce; an ICMP error only if its quote agrees with the nonce. The memory of
-//! finished probes turns "no such probe" into the precise reasons `duplicate` (it was already
-//! answered) and `late` (it had already timed out). No I/O, no locking (the caller holds the lock).
+//! carries that probe's nonce. An ICMP error ends a probe only if its quote carries the nonce; a
+//! quote too short to carry it (RFC 792's minimum: IP header + 8 bytes) is kept as a hint that
+//! becomes the probe's outcome only if no reply arrives by the deadline, so an off-path attacker
+//! who guesses (id, seq) cannot fail a live target. The memory of finished probes turns "no such
+//! probe" into the precise reasons `duplicate` (it was already answered, and the probe's own
+//! observer is told) and `late` (it had already timed out). No I/O, no locking (the caller holds
+//! the lock).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::echo::{Answer, ReplyObserver};
 use super::packet;
-use super::pinger::Answer;
 use super::stats::RejectReason;
 
-/// What identifies one probe on one socket.
+/// What identifies one probe on one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProbeKey {
     pub address: IpAddr,
@@ -31,16 +36,45 @@ pub struct PendingProbe {
     pub sent_realtime_ns: i128,
     pub sent_at: Instant,
     pub answer: oneshot::Sender<Answer>,
+    /// Told about duplicate replies to this probe.
+    pub observer: Option<Arc<dyn ReplyObserver>>,
+    /// An ICMP error whose quote was too short to carry the nonce.
+    pub hint: Option<Answer>,
 }
 
-#[derive(Debug, Clone, Copy)]
 struct FinishedProbe {
     nonce: u64,
     answered: bool,
+    observer: Option<Arc<dyn ReplyObserver>>,
 }
 
-/// How many finished probes each socket remembers (for `duplicate` and `late`).
+/// How many finished probes each channel remembers (for `duplicate` and `late`).
 pub const FINISHED_MEMORY: usize = 4_096;
+
+/// Why a reply was not accepted, and whom to tell about a duplicate.
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// The observer of the already-answered probe a duplicate belongs to.
+    pub observer: Option<Arc<dyn ReplyObserver>>,
+}
+
+impl Rejection {
+    fn plain(reason: RejectReason) -> Rejection {
+        Rejection {
+            reason,
+            observer: None,
+        }
+    }
+}
+
+/// What happened to an ICMP error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ErrorVerdict {
+    /// It quotes nothing we wait for (or contradicts the nonce).
+    Rejected(RejectReason),
+    /// It quotes a waiting probe without its nonce: kept until the probe's deadline.
+    Hinted,
+}
 
 /// Waiting probes plus the memory of finished ones.
 #[derive(Default)]
@@ -48,6 +82,8 @@ pub struct ProbeTable {
     waiting: HashMap<ProbeKey, PendingProbe>,
     finished: HashMap<ProbeKey, FinishedProbe>,
     finished_order: VecDeque<ProbeKey>,
+    /// How many waiting probes have each payload length, for sizing receive buffers.
+    payload_lengths: BTreeMap<usize, usize>,
 }
 
 impl ProbeTable {
@@ -55,8 +91,43 @@ impl ProbeTable {
         self.waiting.contains_key(key)
     }
 
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The largest payload any waiting probe expects back (0 when none waits).
+    pub fn largest_waiting_payload(&self) -> usize {
+        self.payload_lengths
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn insert(&mut self, key: ProbeKey, probe: PendingProbe) {
-        self.waiting.insert(key, probe);
+        *self
+            .payload_lengths
+            .entry(packet::payload_len(probe.payload_size))
+            .or_default() += 1;
+        if let Some(replaced) = self.waiting.insert(key, probe) {
+            self.forget_payload(replaced.payload_size);
+        }
+    }
+
+    fn remove_waiting(&mut self, key: &ProbeKey) -> Option<PendingProbe> {
+        let probe = self.waiting.remove(key)?;
+        self.forget_payload(probe.payload_size);
+        Some(probe)
+    }
+
+    fn forget_payload(&mut self, payload_size: usize) {
+        let len = packet::payload_len(payload_size);
+        if let Some(count) = self.payload_lengths.get_mut(&len) {
+            *count -= 1;
+            if *count == 0 {
+                self.payload_lengths.remove(&len);
+            }
+        }
     }
 
     /// Takes the probe an echo reply answers, or says why the reply is rejected.
@@ -64,58 +135,77 @@ impl ProbeTable {
         &mut self,
         key: &ProbeKey,
         payload: &[u8],
-    ) -> Result<PendingProbe, RejectReason> {
+    ) -> Result<PendingProbe, Rejection> {
         match self.waiting.get(key) {
             Some(probe) if packet::payload_matches(payload, probe.payload_size, probe.nonce) => {
-                let probe = self.waiting.remove(key).ok_or(RejectReason::UnknownProbe)?;
-                self.remember(*key, probe.nonce, true);
+                let probe = self
+                    .remove_waiting(key)
+                    .ok_or(Rejection::plain(RejectReason::UnknownProbe))?;
+                self.remember(*key, probe.nonce, true, probe.observer.clone());
                 Ok(probe)
             }
-            Some(_) => Err(RejectReason::PayloadMismatch),
+            Some(_) => Err(Rejection::plain(RejectReason::PayloadMismatch)),
             None => Err(self.classify_unknown(key, payload)),
         }
     }
 
-    /// Takes the probe an ICMP error quotes, or says why the error is rejected.
+    /// Takes the probe an ICMP error quotes when the quote proves it (carries the nonce); keeps
+    /// a shorter quote as the probe's hint; otherwise says why the error is rejected.
     pub fn take_for_error(
         &mut self,
         key: &ProbeKey,
         quoted_payload: &[u8],
-    ) -> Result<PendingProbe, RejectReason> {
-        match self.waiting.get(key) {
-            Some(probe) if packet::payload_prefix_matches(quoted_payload, probe.nonce) => {
-                let probe = self
-                    .waiting
-                    .remove(key)
-                    .ok_or(RejectReason::UnrelatedError)?;
-                self.remember(*key, probe.nonce, true);
-                Ok(probe)
-            }
-            _ => Err(RejectReason::UnrelatedError),
+        answer: Answer,
+    ) -> Result<PendingProbe, ErrorVerdict> {
+        let Some(probe) = self.waiting.get_mut(key) else {
+            return Err(ErrorVerdict::Rejected(RejectReason::UnrelatedError));
+        };
+        if !packet::payload_prefix_matches(quoted_payload, probe.nonce) {
+            return Err(ErrorVerdict::Rejected(RejectReason::UnrelatedError));
         }
+        let nonce_len = packet::payload_len(probe.payload_size).min(packet::NONCE_LEN);
+        if quoted_payload.len() < nonce_len {
+            probe.hint.get_or_insert(answer);
+            return Err(ErrorVerdict::Hinted);
+        }
+        let probe = self
+            .remove_waiting(key)
+            .ok_or(ErrorVerdict::Rejected(RejectReason::UnrelatedError))?;
+        self.remember(*key, probe.nonce, true, None);
+        Ok(probe)
     }
 
     /// Forgets a waiting probe that gave up (timeout or cancellation), remembering it as late.
-    pub fn abandon(&mut self, key: &ProbeKey) {
-        if let Some(probe) = self.waiting.remove(key) {
-            self.remember(*key, probe.nonce, false);
-        }
+    /// Returns the ICMP error hint it collected, if any.
+    pub fn abandon(&mut self, key: &ProbeKey) -> Option<Answer> {
+        let probe = self.remove_waiting(key)?;
+        self.remember(*key, probe.nonce, false, None);
+        probe.hint
     }
 
-    fn classify_unknown(&self, key: &ProbeKey, payload: &[u8]) -> RejectReason {
+    fn classify_unknown(&self, key: &ProbeKey, payload: &[u8]) -> Rejection {
         match self.finished.get(key) {
             Some(finished) if packet::payload_prefix_matches(payload, finished.nonce) => {
                 if finished.answered {
-                    RejectReason::Duplicate
+                    Rejection {
+                        reason: RejectReason::Duplicate,
+                        observer: finished.observer.clone(),
+                    }
                 } else {
-                    RejectReason::Late
+                    Rejection::plain(RejectReason::Late)
                 }
             }
-            _ => RejectReason::UnknownProbe,
+            _ => Rejection::plain(RejectReason::UnknownProbe),
         }
     }
 
-    fn remember(&mut self, key: ProbeKey, nonce: u64, answered: bool) {
+    fn remember(
+        &mut self,
+        key: ProbeKey,
+        nonce: u64,
+        answered: bool,
+        observer: Option<Arc<dyn ReplyObserver>>,
+    ) {
         if !self.finished.contains_key(&key) {
             if self.finished_order.len() >= FINISHED_MEMORY
                 && let Some(oldest) = self.finished_order.pop_front()
@@ -124,7 +214,14 @@ impl ProbeTable {
             }
             self.finished_order.push_back(key);
         }
-        self.finished.insert(key, FinishedProbe { nonce, answered });
+        self.finished.insert(
+            key,
+            FinishedProbe {
+                nonce,
+                answered,
+                observer,
+            },
+        );
     }
 }
 
@@ -140,6 +237,8 @@ mod tests {
             sent_realtime_ns: 0,
             sent_at: Instant::now(),
             answer: tx,
+            observer: None,
+            hint: None,
         };
         (probe, rx)
     }
@@ -164,27 +263,42 @@ mod tests {
         let (first, _rx1) = probe(11);
         table.insert(key(1), first);
         assert_eq!(
-            table.take_for_reply(&key(1), &payload(12)).err(),
+            table
+                .take_for_reply(&key(1), &payload(12))
+                .err()
+                .map(|r| r.reason),
             Some(RejectReason::PayloadMismatch)
         );
         assert!(table.take_for_reply(&key(1), &payload(11)).is_ok());
         assert_eq!(
-            table.take_for_reply(&key(1), &payload(11)).err(),
+            table
+                .take_for_reply(&key(1), &payload(11))
+                .err()
+                .map(|r| r.reason),
             Some(RejectReason::Duplicate)
         );
         let (second, _rx2) = probe(22);
         table.insert(key(2), second);
         table.abandon(&key(2));
         assert_eq!(
-            table.take_for_reply(&key(2), &payload(22)).err(),
+            table
+                .take_for_reply(&key(2), &payload(22))
+                .err()
+                .map(|r| r.reason),
             Some(RejectReason::Late)
         );
         assert_eq!(
-            table.take_for_reply(&key(3), &payload(33)).err(),
+            table
+                .take_for_reply(&key(3), &payload(33))
+                .err()
+                .map(|r| r.reason),
             Some(RejectReason::UnknownProbe)
         );
         assert_eq!(
-            table.take_for_reply(&key(2), &payload(99)).err(),
+            table
+                .take_for_reply(&key(2), &payload(99))
+                .err()
+                .map(|r| r.reason),
             Some(RejectReason::UnknownProbe)
         );
         assert!(table.waiting.is_empty());

@@ -1,0 +1,102 @@
+//! The receive side of the engine: a [`Channel`] is one receiving endpoint with its probe table,
+//! and [`EngineCore`] is what every channel's receiver shares (counters, arrival order, and the
+//! echo ids of the process's ping sockets).
+//!
+//! A ping socket is its own channel (the kernel hands it only replies to its own id). All raw
+//! sockets of a family share one channel: the family's unbound raw socket reads every reply, and
+//! raw sockets bound to a source or with DF set only send. No I/O here beyond holding the
+//! endpoint; `demux.rs` runs the receive loop.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use super::packet::Family;
+use super::socket::SocketKey;
+use super::stats::EngineStats;
+use super::table::ProbeTable;
+use super::transport::Endpoint;
+
+/// One receiving endpoint and the probes waiting on it.
+pub struct Channel {
+    /// The key of the endpoint that receives (for raw channels: the family's unbound socket).
+    pub key: SocketKey,
+    pub endpoint: Arc<dyn Endpoint>,
+    probes: Mutex<ProbeTable>,
+    closed: AtomicBool,
+    close_signal: Notify,
+}
+
+impl Channel {
+    pub fn new(key: SocketKey, endpoint: Arc<dyn Endpoint>) -> Channel {
+        Channel {
+            key,
+            endpoint,
+            probes: Mutex::new(ProbeTable::default()),
+            closed: AtomicBool::new(false),
+            close_signal: Notify::new(),
+        }
+    }
+
+    pub fn probes(&self) -> MutexGuard<'_, ProbeTable> {
+        // A panic while holding this lock cannot leave the map inconsistent, so recover it.
+        self.probes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops the channel's receiver; the endpoint closes when the last user drops it.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close_signal.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Channel::close`] was called.
+    pub async fn closed(&self) {
+        while !self.is_closed() {
+            self.close_signal.notified().await;
+        }
+    }
+}
+
+/// State shared by the engine and every channel's receiver.
+#[derive(Default)]
+pub struct EngineCore {
+    pub stats: Arc<EngineStats>,
+    /// Counts accepted replies in the order they were received.
+    pub arrivals: AtomicU64,
+    /// Echo ids of the open ping sockets. A raw socket also sees their replies and errors; it
+    /// leaves those to the ping socket instead of counting them twice or as unknown, and raw
+    /// probes never use these ids.
+    ping_idents: ArcSwap<Vec<(Family, u16)>>,
+}
+
+impl EngineCore {
+    pub fn is_ping_ident(&self, family: Family, id: u16) -> bool {
+        self.ping_idents.load().contains(&(family, id))
+    }
+
+    pub fn add_ping_ident(&self, family: Family, id: u16) {
+        self.ping_idents.rcu(|current| {
+            let mut next = Vec::clone(current);
+            next.push((family, id));
+            next
+        });
+    }
+
+    pub fn remove_ping_ident(&self, family: Family, id: u16) {
+        self.ping_idents.rcu(|current| {
+            let mut next = Vec::clone(current);
+            if let Some(position) = next.iter().position(|entry| *entry == (family, id)) {
+                next.swap_remove(position);
+            }
+            next
+        });
+    }
+}

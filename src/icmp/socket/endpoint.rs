@@ -1,0 +1,82 @@
+//! The production [`Transport`]: real ICMP sockets registered with Tokio's reactor.
+//!
+//! Owns the `AsyncFd` registration and readiness handling of each socket; the system calls
+//! themselves are in the parent module and [`super::receive`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::receive::{self, QueuedError, ReceiveBatch};
+use super::{SocketKey, SocketKind};
+use crate::icmp::transport::{Endpoint, Role, Transport, Wait};
+
+/// Opens real sockets (raw or ping) on the current Tokio runtime.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemTransport;
+
+struct SystemEndpoint {
+    fd: AsyncFd<Socket>,
+    ident: Option<u16>,
+}
+
+impl Transport for SystemTransport {
+    fn open(&self, key: &SocketKey, role: Role) -> io::Result<Arc<dyn Endpoint>> {
+        let opened = super::open(key, role)?;
+        let ident = match key.kind {
+            SocketKind::Dgram => Some(super::ping_socket_ident(&opened)?),
+            SocketKind::Raw => None,
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+        // SAFETY: socket2::Socket owns its descriptor and always returns the same one from
+        // as_raw_fd; it stays open until the AsyncFd (which owns the Socket) is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(opened, interest) }
+            .map_err(|error| error.into_parts().1)?;
+        Ok(Arc::new(SystemEndpoint { fd, ident }))
+    }
+}
+
+impl Endpoint for SystemEndpoint {
+    fn ident(&self) -> Option<u16> {
+        self.ident
+    }
+
+    fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()> {
+        super::send_to(self.fd.get_ref(), bytes, destination, ttl).map(|_| ())
+    }
+
+    fn writable(&self) -> Wait<'_> {
+        Box::pin(async move {
+            let mut ready = self.fd.writable().await?;
+            ready.clear_ready();
+            Ok(())
+        })
+    }
+
+    fn readable(&self) -> Wait<'_> {
+        Box::pin(async move {
+            let mut ready = self.fd.ready(Interest::READABLE | Interest::ERROR).await?;
+            // Clearing before the caller reads is safe because it reads until the queue is
+            // empty: anything that arrives after that read raises readiness again.
+            let readiness = ready.ready();
+            ready.clear_ready_matching(readiness);
+            Ok(())
+        })
+    }
+
+    fn try_receive(&self, batch: &mut ReceiveBatch) -> io::Result<usize> {
+        batch.receive(std::os::fd::AsFd::as_fd(self.fd.get_ref()))
+    }
+
+    fn try_receive_error(&self, buffer: &mut [u8]) -> io::Result<Option<QueuedError>> {
+        receive::receive_queued_error(std::os::fd::AsFd::as_fd(self.fd.get_ref()), buffer)
+    }
+
+    fn take_error(&self) -> Option<io::Error> {
+        super::take_socket_error(self.fd.get_ref())
+    }
+}
