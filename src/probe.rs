@@ -55,6 +55,8 @@ pub enum FailureReason {
     Send,
     IcmpError,
     Timeout,
+    /// Every sequence number for this target already had a probe waiting; nothing was sent.
+    Busy,
 }
 
 impl FailureReason {
@@ -66,6 +68,7 @@ impl FailureReason {
             FailureReason::Send => "send",
             FailureReason::IcmpError => "icmp_error",
             FailureReason::Timeout => "timeout",
+            FailureReason::Busy => "busy",
         }
     }
 }
@@ -363,6 +366,15 @@ pub async fn run_icmp_probe(
                 &[("timeout_seconds", &timeout.as_secs_f64())],
             );
             finish(outcome, FailureReason::Timeout, start, log)
+        }
+        Err(EchoFailure::Busy) => {
+            outcome.setup = result.setup;
+            log.record(
+                tracing::Level::WARN,
+                "Too many probes in flight to this target",
+                &[("err", &EchoFailure::Busy)],
+            );
+            finish(outcome, FailureReason::Busy, start, log)
         }
     };
     Ok(outcome)

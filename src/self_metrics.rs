@@ -210,6 +210,20 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
     }
     expo::single(
         &mut out,
+        "meshprobe_echo_busy_total",
+        "Echo requests (from /probe or the mesh) not sent because every sequence number tried for their destination already had a probe waiting.",
+        MetricType::Counter,
+        engine.busy() as f64,
+    );
+    expo::single(
+        &mut out,
+        "meshprobe_icmp_error_hints_total",
+        "ICMP errors that quoted a waiting probe too briefly to carry its nonce; such an error fails the probe only if no reply arrives by its deadline.",
+        MetricType::Counter,
+        engine.error_hints() as f64,
+    );
+    expo::single(
+        &mut out,
         "meshprobe_replies_matched_total",
         "Echo replies accepted as the answer to a waiting probe.",
         MetricType::Counter,

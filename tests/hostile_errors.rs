@@ -94,7 +94,9 @@ fn icmp_errors(sockets: Sockets) {
             assert_rejections(&before, &after, &[], &context);
         }
         // Routers that follow RFC 792 to the letter quote the IP header and 8 bytes only: no
-        // nonce to check, so the (target, id, seq) must do, and the error still ends the probe.
+        // nonce to check, and an off-path forger who guessed (target, id, seq) could send the
+        // same. Such an error is only a hint: the probe waits for a reply until its deadline,
+        // and fails with the hinted error if none came.
         let context = format!("{sockets:?} {target} minimal quote");
         let header = if target.is_ipv4() { 20 } else { 40 };
         rig.peer.set(
@@ -105,12 +107,38 @@ fn icmp_errors(sockets: Sockets) {
                 quote: header + 8,
             }),
         );
-        let metrics = rig.probe(target, "slow");
+        let before = rig.metrics();
+        let metrics = rig.probe(target, "fast");
         assert_failure(&metrics, "icmp_error", &context);
         let series =
             format!("probe_icmp_error_info{{code=\"0\",from=\"{router}\",type=\"time_exceeded\"}}");
         assert_eq!(metrics.value(&series), 1.0, "{context}: {metrics:#?}");
-        assert!(metrics.value("probe_duration_seconds") < 0.5, "{context}");
+        let duration = metrics.value("probe_duration_seconds");
+        assert!(
+            (0.45..1.0).contains(&duration),
+            "{context}: took {duration}"
+        );
+        let after = rig.metrics();
+        assert_eq!(
+            delta(&before, &after, "meshprobe_icmp_error_hints_total"),
+            1.0,
+            "{context}"
+        );
+
+        // The attack: a short-quoted error for a live target, then its real reply. The target
+        // stays up.
+        let context = format!("{sockets:?} {target} forged short quote");
+        let forged = Reply::ShortError {
+            kind: ErrorKind::Unreachable {
+                code: unreachable_code,
+            },
+            from: router,
+            quote: header + 8,
+        };
+        rig.peer
+            .set(target, Behaviour::bogus_then_echo(forged, REAL_AFTER));
+        let metrics = rig.probe(target, "slow");
+        assert_success_after(&metrics, REAL_AFTER, &context);
 
         // An error that quotes a request we never sent (same target, id and seq, another nonce)
         // must not end the probe; the real reply follows.

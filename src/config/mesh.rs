@@ -144,6 +144,19 @@ pub fn check_target_group(group: &TargetGroup) -> Result<(), String> {
     Ok(())
 }
 
+/// The most probes one target may have waiting at once: a sixteenth of the 65 536 ICMP sequence
+/// numbers of one (address, echo id), leaving the rest for `/probe` and other targets.
+pub const MAX_IN_FLIGHT_PER_TARGET: u64 = 4096;
+
+/// How many probes of one target can wait at once: ⌈timeout / (interval / packets)⌉.
+pub fn in_flight_per_target(interval: Duration, packets: u32, timeout: Duration) -> u64 {
+    let spacing = interval.as_nanos() / u128::from(packets.max(1));
+    if spacing == 0 {
+        return u64::MAX;
+    }
+    u64::try_from(timeout.as_nanos().div_ceil(spacing)).unwrap_or(u64::MAX)
+}
+
 impl RawMesh {
     pub(super) fn validate(self) -> Result<MeshConfig, String> {
         let interval = duration_field("interval", self.interval, Duration::from_secs(1))?;
@@ -177,6 +190,17 @@ impl RawMesh {
         )?;
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
             return Err("field \"mesh.timeout\": must be above 0 and at most 60s".into());
+        }
+        let in_flight = in_flight_per_target(interval, packets_per_interval, timeout);
+        if in_flight > MAX_IN_FLIGHT_PER_TARGET {
+            return Err(format!(
+                "field \"mesh.timeout\": {} with {packets_per_interval} packets every {} leaves up \
+                 to {in_flight} probes per target waiting at once; at most \
+                 {MAX_IN_FLIGHT_PER_TARGET} fit the ICMP sequence space (shorten the timeout, or \
+                 send fewer packets)",
+                format_go_duration(timeout),
+                format_go_duration(interval),
+            ));
         }
         let networks = match self.networks {
             None => vec![NetworkSelector::All],
@@ -343,6 +367,10 @@ mesh:
             ("packets_per_interval: 0", "mesh.packets_per_interval"),
             ("payload_size: -3", "mesh.payload_size"),
             ("timeout: 2m", "mesh.timeout"),
+            (
+                "interval: 10ms\n  packets_per_interval: 100\n  timeout: 60s",
+                "mesh.timeout",
+            ),
             ("networks: [198.18.0.0/40]", "mesh.networks"),
             ("networks: []", "mesh.networks"),
             ("buckets: [0.1, 0.01]", "mesh.buckets"),

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod runner;
 mod scheduler;
 pub mod stats;
+pub mod table;
 pub mod targets;
 pub mod view;
 pub mod window;

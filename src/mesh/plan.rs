@@ -120,9 +120,9 @@ pub struct Target {
     /// The peer's own address on that network.
     pub address: IpAddr,
     pub family: Family,
-    /// This node's interface and address on that network (the natural source).
+    /// This node's interface on that network. The source address is left to the kernel,
+    /// which picks this interface's address for an on-link peer.
     pub local_interface: String,
-    pub local_address: IpAddr,
 }
 
 /// Why a peer got no target.
@@ -276,7 +276,6 @@ pub fn plan(local: &[LocalNetwork], peers: &[Peer], chosen: &[NetworkSelector]) 
                     address: *address,
                     family,
                     local_interface: network.interface.clone(),
-                    local_address: network.address,
                 });
             }
         }

@@ -4,65 +4,25 @@
 //! Owns [`Mesh`]: a refresher task re-reads peers (and re-discovers networks) every
 //! `mesh.refresh_interval` or at once after a config reload, rebuilds the target set, and swaps
 //! it in; targets whose label set stays keep their counters, new ones start at zero, removed
-//! ones disappear from `/metrics`. The sending loop is in `scheduler.rs`.
+//! ones disappear from `/metrics`. The table itself is `table.rs`; the sending loop is
+//! `scheduler.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex};
 
 use super::discovery::{DiscoveryOptions, local_networks};
 use super::peers::PeerLoader;
 use super::plan::{LocalNetwork, Unplaced};
 use super::stats::{RenderRow, TargetStats, render_labels};
+use super::table::{MeshShared, MeshTarget, TargetTable};
 use super::targets::{TargetSpec, build_targets};
 use super::view::MeshView;
 use super::window::RecentWindow;
 use crate::config::mesh::{MeshConfig, PeerSources};
 use crate::expo::{self, MetricType};
-use crate::icmp::{Pinger, ReplyObserver};
-
-/// One live target.
-pub struct MeshTarget {
-    pub spec: TargetSpec,
-    pub rendered_labels: String,
-    pub stats: Mutex<TargetStats>,
-    /// The last probes' outcomes, for `/mesh` (separate from `stats` so scrapes never copy it).
-    pub recent: Mutex<RecentWindow>,
-    /// Send counter, for reordering detection.
-    pub next_send_index: AtomicU64,
-}
-
-impl MeshTarget {
-    pub fn stats(&self) -> MutexGuard<'_, TargetStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn recent(&self) -> MutexGuard<'_, RecentWindow> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The target set in force, with what the refresher learned.
-#[derive(Default)]
-pub struct TargetTable {
-    pub targets: Vec<Arc<MeshTarget>>,
-    pub by_address: HashMap<IpAddr, Vec<Arc<MeshTarget>>>,
-    pub unplaced: Vec<(String, Unplaced)>,
-    pub source_errors: Vec<String>,
-    pub buckets: Vec<f64>,
-}
-
-pub(super) struct MeshShared {
-    pub(super) pinger: Pinger,
-    pub(super) config: ArcSwapOption<MeshConfig>,
-    pub(super) table: ArcSwap<TargetTable>,
-    pub(super) late_sends: AtomicU64,
-    reconfigured: Notify,
-}
+use crate::icmp::Pinger;
 
 /// The mesh prober. Idle while the config has no `mesh:` section.
 #[derive(Clone)]
@@ -70,35 +30,10 @@ pub struct Mesh {
     shared: Arc<MeshShared>,
 }
 
-struct DuplicateCounter {
-    shared: std::sync::Weak<MeshShared>,
-}
-
-impl ReplyObserver for DuplicateCounter {
-    fn duplicate(&self, address: IpAddr) {
-        if let Some(shared) = self.shared.upgrade()
-            && let Some(targets) = shared.table.load().by_address.get(&address)
-        {
-            for target in targets {
-                target.stats().record_duplicate();
-            }
-        }
-    }
-}
-
 impl Mesh {
     /// Starts the refresher and the scheduler on the current runtime.
     pub fn start(pinger: Pinger, config: Option<MeshConfig>) -> Mesh {
-        let shared = Arc::new(MeshShared {
-            pinger: pinger.clone(),
-            config: ArcSwapOption::from_pointee(config),
-            table: ArcSwap::from_pointee(TargetTable::default()),
-            late_sends: AtomicU64::new(0),
-            reconfigured: Notify::new(),
-        });
-        pinger.set_observer(Box::new(DuplicateCounter {
-            shared: Arc::downgrade(&shared),
-        }));
+        let shared = Arc::new(MeshShared::new(pinger, config));
         tokio::spawn(refresh_loop(Arc::clone(&shared)));
         tokio::spawn(super::scheduler::run(Arc::clone(&shared)));
         Mesh { shared }
@@ -114,6 +49,7 @@ impl Mesh {
         if !unchanged {
             self.shared.config.store(config.map(Arc::new));
             self.shared.reconfigured.notify_one();
+            self.shared.table_changed.notify_one();
         }
     }
 
@@ -183,7 +119,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
         let config = shared.config.load_full();
         let Some(mesh_config) = config.clone() else {
             if !shared.table.load().targets.is_empty() {
-                shared.table.store(Arc::new(TargetTable::default()));
+                shared.store_table(TargetTable::default());
             }
             loader = None;
             last_sources = None;
@@ -224,7 +160,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                 &mesh_config.buckets,
             );
             tracing::info!(targets = table.targets.len(), "mesh target set updated");
-            shared.table.store(Arc::new(table));
+            shared.store_table(table);
             last_networks = networks;
             last_config = Some(mesh_config.clone());
         } else if snapshot.errors != previous_errors(&shared) {
@@ -236,7 +172,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                 source_errors: snapshot.errors,
                 buckets: previous.buckets.clone(),
             };
-            shared.table.store(Arc::new(table));
+            shared.store_table(table);
         }
         tokio::select! {
             _ = tokio::time::sleep(mesh_config.refresh_interval) => {}

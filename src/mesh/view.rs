@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::runner::TargetTable;
+use super::table::TargetTable;
 use super::window::{WINDOW_PROBES, WindowSummary};
 use crate::config::mesh::RESERVED_LABELS;
 

@@ -51,6 +51,8 @@ pub enum ProbeError {
     Send { errno: Option<i32> },
     /// No ICMP socket could be opened.
     Socket,
+    /// Too many probes to this address were in flight: no free sequence number.
+    Busy,
 }
 
 impl std::fmt::Display for ProbeError {
@@ -70,6 +72,7 @@ impl std::fmt::Display for ProbeError {
             ),
             ProbeError::Send { errno: None } => f.write_str("send failed"),
             ProbeError::Socket => f.write_str("no ICMP socket could be opened"),
+            ProbeError::Busy => f.write_str("too many probes in flight (no free sequence number)"),
         }
     }
 }

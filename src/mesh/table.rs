@@ -1,0 +1,91 @@
+//! The live target table the mesh's tasks share: each [`MeshTarget`] (its spec, rendered labels,
+//! counters and recent window), the [`TargetTable`] in force, and [`MeshShared`], the state the
+//! refresher, the scheduler and the renderers hold in common.
+//!
+//! Owns no behaviour beyond locking and attributing duplicates: the refresher (`runner.rs`)
+//! builds tables, the scheduler sends, `view.rs` and `stats.rs` read.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::Notify;
+
+use super::plan::Unplaced;
+use super::stats::TargetStats;
+use super::targets::TargetSpec;
+use super::window::RecentWindow;
+use crate::config::mesh::MeshConfig;
+use crate::icmp::{Pinger, ReplyObserver};
+
+/// One live target.
+pub struct MeshTarget {
+    pub spec: TargetSpec,
+    pub rendered_labels: String,
+    pub stats: Mutex<TargetStats>,
+    /// The last probes' outcomes, for `/mesh` (separate from `stats` so scrapes never copy it).
+    pub recent: Mutex<RecentWindow>,
+    /// Send counter, for reordering detection.
+    pub next_send_index: AtomicU64,
+}
+
+impl MeshTarget {
+    pub fn stats(&self) -> MutexGuard<'_, TargetStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn recent(&self) -> MutexGuard<'_, RecentWindow> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine tells a target about duplicate replies to its own probes (and only its own: a
+/// `/probe` of the same address, or another target with that address, is not credited).
+impl ReplyObserver for MeshTarget {
+    fn duplicate(&self) {
+        self.stats().record_duplicate();
+    }
+}
+
+/// The target set in force, with what the refresher learned.
+#[derive(Default)]
+pub struct TargetTable {
+    pub targets: Vec<Arc<MeshTarget>>,
+    pub by_address: HashMap<IpAddr, Vec<Arc<MeshTarget>>>,
+    pub unplaced: Vec<(String, Unplaced)>,
+    pub source_errors: Vec<String>,
+    pub buckets: Vec<f64>,
+}
+
+/// What the mesh's tasks share.
+pub(super) struct MeshShared {
+    pub(super) pinger: Pinger,
+    pub(super) config: ArcSwapOption<MeshConfig>,
+    pub(super) table: ArcSwap<TargetTable>,
+    pub(super) late_sends: AtomicU64,
+    /// Wakes the refresher after a config change.
+    pub(super) reconfigured: Notify,
+    /// Wakes the scheduler after a new table or config is stored.
+    pub(super) table_changed: Notify,
+}
+
+impl MeshShared {
+    pub(super) fn new(pinger: Pinger, config: Option<MeshConfig>) -> MeshShared {
+        MeshShared {
+            pinger,
+            config: ArcSwapOption::from_pointee(config),
+            table: ArcSwap::from_pointee(TargetTable::default()),
+            late_sends: AtomicU64::new(0),
+            reconfigured: Notify::new(),
+            table_changed: Notify::new(),
+        }
+    }
+
+    /// Puts a new table in force and tells the scheduler.
+    pub(super) fn store_table(&self, table: TargetTable) {
+        self.table.store(Arc::new(table));
+        self.table_changed.notify_one();
+    }
+}
