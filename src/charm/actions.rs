@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::hooks::HookContext;
+use super::context::HookContext;
 use super::publish::{compact, plan_for, scrape_jobs};
 
 pub fn run(ctx: &mut HookContext<'_>) -> Result<(), String> {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::hooks::HookContext;
+use super::context::{HookContext, PEER_ENDPOINT};
 use super::publish::{compact, mesh_job, scrape_jobs};
 
 const METRICS: &str = "metrics-endpoint";
@@ -82,7 +82,7 @@ fn settled(ctx: &HookContext<'_>) -> Result<bool, String> {
     }
     let peers = goal
         .get("relations")
-        .and_then(|r| r.get(super::hooks::PEER_ENDPOINT))
+        .and_then(|r| r.get(PEER_ENDPOINT))
         .and_then(Value::as_object);
     // Real Juju's goal-state may list neither peers nor subordinate units; then the cache is
     // the only evidence: every peer that has joined must have shared its networks.

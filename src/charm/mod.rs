@@ -3,10 +3,12 @@
 //!
 //! Layout: [`env`] reads the hook environment, [`tools`] is the hook-tool client, [`state`] the
 //! unit's cache and files, [`model`] the shared data and its validation, [`publish`] the plan,
-//! peers file and scrape jobs, [`hooks`] the handlers, [`leader`] publishing to Prometheus,
+//! peers file and scrape jobs, [`context`] what every handler gets, [`hooks`] the handlers,
+//! [`leader`] publishing to Prometheus,
 //! [`service`] the systemd service, [`actions`] the actions. See charm/README.md for the contract.
 
 pub mod actions;
+pub mod context;
 pub mod env;
 pub mod hooks;
 pub mod leader;
@@ -18,8 +20,8 @@ pub mod tools;
 
 use std::process::ExitCode;
 
+use context::{HookContext, PEER_ENDPOINT};
 use env::JujuEnv;
-use hooks::HookContext;
 use state::{Paths, load_cache};
 use tools::{CommandTools, HookTools};
 
@@ -46,7 +48,7 @@ pub fn run(env: &JujuEnv, tools: &dyn HookTools, paths: Paths) -> ExitCode {
         cache: cached.unwrap_or_default(),
     };
     let result = (|| {
-        let peer_hook = env.relation.as_deref() == Some(hooks::PEER_ENDPOINT);
+        let peer_hook = env.relation.as_deref() == Some(PEER_ENDPOINT);
         if cache_missing && (peer_hook || env.is_action) && !env.hook.ends_with("-relation-created")
         {
             hooks::rebuild_cache(&mut ctx)?;
