@@ -7,9 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
+use super::cos::Topology;
 use super::env::JujuEnv;
 use super::model::CharmConfig;
-use super::publish::UnitData;
+use super::publish::{JobInput, UnitData};
 use super::state::{Cache, Paths};
 use super::tools::HookTools;
 
@@ -38,6 +41,18 @@ impl HookContext<'_> {
         let config = CharmConfig::from_values(&values)?;
         self.cache.config = Some(config.clone());
         Ok(config)
+    }
+
+    /// What this unit's jobs are computed from: the config, the units and the topology.
+    pub fn job_input(&mut self) -> Result<JobInput, String> {
+        let config = self.config()?;
+        Ok(JobInput {
+            mode: config.mode,
+            port: config.port,
+            units: self.units(),
+            selectors: config.selectors(),
+            topology: Topology::from_env(self.env),
+        })
     }
 
     /// Every unit's data as the cache knows it, this unit included.
@@ -99,6 +114,50 @@ impl HookContext<'_> {
 }
 
 impl HookContext<'_> {
+    /// Whether every expected peer has arrived and shared its networks (probe mode only).
+    pub fn peers_settled(&self) -> Result<bool, String> {
+        let goal = self.tools.goal_state().map_err(|e| e.to_string())?;
+        let coming = |status: Option<&str>| matches!(status, Some("allocating" | "waiting"));
+        if let Some(units) = goal.get("units").and_then(Value::as_object)
+            && units
+                .values()
+                .any(|u| coming(u.get("status").and_then(Value::as_str)))
+        {
+            return Ok(false);
+        }
+        let peers = goal
+            .get("relations")
+            .and_then(|r| r.get(PEER_ENDPOINT))
+            .and_then(Value::as_object);
+        // Real Juju's goal-state may list neither peers nor subordinate units; then the cache is
+        // the only evidence: every peer that has joined must have shared its networks.
+        let pending = self
+            .cache
+            .peers
+            .values()
+            .any(|record| record.networks.is_empty() && record.problem.is_none());
+        if pending {
+            return Ok(false);
+        }
+        for (unit, state) in peers.into_iter().flatten() {
+            if unit == &self.env.unit
+                || !unit.contains('/')
+                || state.get("status").and_then(Value::as_str) == Some("dying")
+            {
+                continue;
+            }
+            let shared = self
+                .cache
+                .peers
+                .get(unit)
+                .is_some_and(|record| !record.networks.is_empty() || record.problem.is_some());
+            if !shared {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The relation ids of `endpoint` this unit has learned (from relation hooks or a rebuild).
     pub fn cache_relations(&self, endpoint: &str) -> Option<Vec<String>> {
         self.cache.relations.get(endpoint).cloned()

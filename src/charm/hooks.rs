@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::agent;
 use super::context::{HookContext, PEER_ENDPOINT};
 use super::leader;
 use super::model::{SharedNetwork, networks_json, parse_exporter, parse_networks};
@@ -41,9 +42,9 @@ pub fn handle(ctx: &mut HookContext<'_>) -> Result<(), String> {
         }
         ("leader-settings-changed", _) => {
             ctx.cache.leader = false;
-            Ok(())
+            leader::step_down(ctx)
         }
-        ("update-status", _) => leader::publish(ctx),
+        ("update-status", _) => publish(ctx),
         (_, Some(PEER_ENDPOINT)) => peer_hook(ctx, &hook),
         (_, Some(endpoint)) => {
             remember_relation(ctx, endpoint);
@@ -126,7 +127,7 @@ fn share_networks(ctx: &mut HookContext<'_>) -> Result<(), String> {
         }
         ctx.set_if_changed(&relation_id, values, false)?;
     }
-    leader::share_unit_address(ctx)
+    agent::publish(ctx)
 }
 
 fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
@@ -215,7 +216,7 @@ fn peer_hook(ctx: &mut HookContext<'_>, hook: &str) -> Result<(), String> {
         };
         let record = peer_record(&bag);
         if ctx.cache.peers.get(&remote) == Some(&record) {
-            return leader::publish(ctx);
+            return publish(ctx);
         }
         ctx.cache.peers.insert(remote, record);
         return after_membership_change(ctx);
@@ -247,9 +248,9 @@ pub fn rebuild_cache(ctx: &mut HookContext<'_>) -> Result<(), String> {
     if ctx.cache.own_networks.is_empty() {
         ctx.cache.own_networks = discover()?;
     }
-    for endpoint in ["metrics-endpoint", "cos-agent", "prometheus-manual"] {
+    for endpoint in leader::ENDPOINTS {
         if let Ok(ids) = ctx.tools.relation_ids(endpoint) {
-            ctx.cache.relations.insert(endpoint.into(), ids);
+            ctx.cache.relations.insert(endpoint.to_string(), ids);
         }
     }
     Ok(())
@@ -264,9 +265,15 @@ pub fn after_membership_change(ctx: &mut HookContext<'_>) -> Result<(), String> 
         write_if_changed(&ctx.paths.peers_file(), peers_file(&plan).as_bytes())
             .map_err(|e| format!("cannot write the peers file: {e}"))?;
     }
-    leader::publish(ctx)?;
+    publish(ctx)?;
     update_status(ctx, &plan);
     Ok(())
+}
+
+/// This unit's data for Prometheus (every unit), then the application's (leader only).
+fn publish(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    agent::publish(ctx)?;
+    leader::publish(ctx)
 }
 
 fn update_status(ctx: &mut HookContext<'_>, plan: &crate::mesh::plan::Plan) {

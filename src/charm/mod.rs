@@ -4,15 +4,21 @@
 //! Layout: [`env`] reads the hook environment, [`tools`] is the hook-tool client, [`state`] the
 //! unit's cache and files, [`model`] the shared data and its validation, [`publish`] the plan,
 //! peers file and scrape jobs, [`context`] what every handler gets, [`hooks`] the handlers,
-//! [`leader`] publishing to Prometheus,
+//! [`cos`] the Juju topology and alert rules COS reads, [`dashboards`] the Grafana dashboards,
+//! [`promql`] the query rewriting both need, [`agent`] every unit's own data for Prometheus
+//! (`metrics-endpoint` address, `cos-agent`), [`leader`] the application's data,
 //! [`service`] the systemd service, [`actions`] the actions. See charm/README.md for the contract.
 
 pub mod actions;
+pub mod agent;
 pub mod context;
+pub mod cos;
+pub mod dashboards;
 pub mod env;
 pub mod hooks;
 pub mod leader;
 pub mod model;
+pub mod promql;
 pub mod publish;
 pub mod service;
 pub mod state;
@@ -91,3 +97,5 @@ pub fn run(env: &JujuEnv, tools: &dyn HookTools, paths: Paths) -> ExitCode {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cos;
