@@ -73,6 +73,9 @@ pub fn publish(ctx: &mut HookContext<'_>) -> Result<(), String> {
             publish_app_bag(ctx, relation_id, &values)?;
         }
     }
+    if manual_ids.is_empty() {
+        return Ok(());
+    }
     let requests: BTreeMap<String, String> = input
         .manual_jobs()
         .iter()
