@@ -1,7 +1,13 @@
-//! The packed charm: `charm/pack.sh` builds a zip with an executable dispatch, the binary, and
-//! metadata.yaml / config.yaml / actions.yaml split out of charmcraft.yaml. This test packs the
-//! real binary and checks the metadata Juju reads: a subordinate on juju-info (container scope),
-//! the peer relation, the three Prometheus endpoints, the config options and the actions.
+//! The packed charm: `charm/pack.sh` builds a zip with an executable dispatch, the binary,
+//! metadata.yaml / config.yaml / actions.yaml split out of charmcraft.yaml, and manifest.yaml.
+//! This test packs the real binary and checks what Juju's charm reader (juju/juju
+//! `internal/charm`: charmarchive.go, meta.go, manifest.go, base.go) requires: a manifest whose
+//! bases have a name, a string channel and supported architectures (without one, Juju 4 refuses
+//! the charm and Juju 3 finds no bases); that every declared base's glibc is at least the highest
+//! GLIBC_ symbol version the packed binary needs (objdump -T) and its architecture is the
+//! binary's; metadata with name, summary and description, a container-scoped requires for a
+//! subordinate and no reserved `juju-` names; typed config defaults; valid action names; and the
+//! relations the charm publishes to.
 
 use std::process::Command;
 
@@ -48,6 +54,7 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
         ("metadata.yaml", ""),
         ("config.yaml", ""),
         ("actions.yaml", ""),
+        ("manifest.yaml", ""),
     ] {
         let line = listing
             .lines()
@@ -72,7 +79,32 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
         metadata["provides"]["prometheus-manual"]["interface"],
         "prometheus-manual"
     );
+    assert_eq!(
+        metadata["provides"]["grafana-dashboard"]["interface"],
+        "grafana_dashboard"
+    );
     assert!(metadata.get("parts").is_none() && metadata.get("config").is_none());
+    for key in ["name", "summary", "description"] {
+        assert!(metadata[key].is_string(), "metadata {key} must be a string");
+    }
+    // A manifest makes the metadata "v2", where min-juju-version and series are refused.
+    for key in ["min-juju-version", "series", "deployment"] {
+        assert!(
+            metadata.get(key).is_none(),
+            "metadata v2 must not have {key}"
+        );
+    }
+    for role in ["provides", "requires", "peers"] {
+        for (name, relation) in metadata[role].as_object().into_iter().flatten() {
+            let container = relation["scope"] == "container";
+            let reserved = name == "juju" || name.starts_with("juju-");
+            assert!(
+                !reserved || (role == "requires" && container),
+                "{role} {name} uses a reserved name"
+            );
+            assert!(relation["interface"].is_string(), "{role} {name}");
+        }
+    }
 
     let config = yaml(&entry(&out, "config.yaml"), "config.yaml");
     for (option, kind, default) in [
@@ -95,5 +127,114 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
     assert!(
         entry(&out, "dispatch").contains("exec \"${JUJU_CHARM_DIR:-$(dirname \"$0\")}/meshprobe\"")
     );
+    check_manifest(&out);
     let _ = std::fs::remove_file(out);
+}
+
+/// glibc of each Ubuntu release (its libc6 package).
+fn glibc_of(channel: &str) -> Option<(u32, u32)> {
+    match channel {
+        "20.04" => Some((2, 31)),
+        "22.04" => Some((2, 35)),
+        "24.04" => Some((2, 39)),
+        _ => None,
+    }
+}
+
+/// Juju's supported architectures (core/arch).
+const ARCHITECTURES: &[&str] = &["amd64", "arm64", "ppc64el", "s390x", "riscv64"];
+
+/// Extracts one archive member to a file.
+fn extract(archive: &std::path::Path, name: &str, to: &std::path::Path) {
+    let status = Command::new("python3")
+        .args(["-c", "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))"])
+        .arg(archive)
+        .arg(name)
+        .arg(to)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "extract {name}");
+}
+
+fn check_manifest(archive: &std::path::Path) {
+    let text = entry(archive, "manifest.yaml");
+    let manifest = yaml(&text, "manifest.yaml");
+    let bases = manifest["bases"].as_array().expect("manifest has bases");
+    assert!(!bases.is_empty(), "{text}");
+    // The binary as packed: highest GLIBC_ version and architecture.
+    let binary = std::env::temp_dir().join(format!("meshprobe-packed-{}", std::process::id()));
+    extract(archive, "meshprobe", &binary);
+    let symbols = Command::new("objdump")
+        .arg("-T")
+        .arg(&binary)
+        .output()
+        .expect("objdump (binutils) is installed");
+    assert!(symbols.status.success());
+    let needed = String::from_utf8_lossy(&symbols.stdout)
+        .split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let version: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
+        })
+        .max()
+        .expect("the binary links glibc");
+    let header = Command::new("objdump")
+        .arg("-f")
+        .arg(&binary)
+        .output()
+        .expect("objdump -f");
+    let header = String::from_utf8_lossy(&header.stdout).to_string();
+    let arch = if header.contains("architecture: i386:x86-64") {
+        "amd64"
+    } else if header.contains("architecture: aarch64") {
+        "arm64"
+    } else {
+        panic!("unexpected binary architecture: {header}")
+    };
+    let _ = std::fs::remove_file(&binary);
+    for base in bases {
+        assert_eq!(base["name"], "ubuntu", "{base}");
+        // Juju's schema wants a string; an unquoted 24.04 would be a float.
+        let channel = base["channel"].as_str().expect("channel is a string");
+        let glibc = glibc_of(channel).unwrap_or_else(|| panic!("unknown base {channel}"));
+        assert!(
+            glibc >= needed,
+            "ubuntu@{channel} has glibc {glibc:?}, the packed binary needs GLIBC_{needed:?}"
+        );
+        let archs = base["architectures"].as_array().expect("architectures");
+        assert!(!archs.is_empty(), "{base}");
+        for a in archs {
+            let a = a.as_str().expect("architecture string");
+            assert!(ARCHITECTURES.contains(&a), "{a} is not a Juju architecture");
+            assert_eq!(a, arch, "declared {a}, the binary is {arch}");
+        }
+    }
+    // Config defaults match their types; action names are what Juju accepts.
+    let config = yaml(&entry(archive, "config.yaml"), "config.yaml");
+    for (name, option) in config["options"].as_object().expect("options") {
+        let kind = option["type"].as_str().expect("type");
+        let default = &option["default"];
+        let ok = match kind {
+            "string" => default.is_string() || default.is_null(),
+            "int" => default.is_i64() || default.is_u64() || default.is_null(),
+            "float" => default.is_number() || default.is_null(),
+            "boolean" => default.is_boolean() || default.is_null(),
+            _ => false,
+        };
+        assert!(ok, "config {name}: type {kind}, default {default}");
+    }
+    let actions = yaml(&entry(archive, "actions.yaml"), "actions.yaml");
+    for name in actions.as_object().expect("actions").keys() {
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && !name.ends_with('-');
+        assert!(valid, "action name {name}");
+    }
 }

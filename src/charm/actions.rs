@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::hooks::HookContext;
-use super::publish::{compact, plan_for, scrape_jobs};
+use super::context::HookContext;
+use super::publish::{compact, plan_for};
 
 pub fn run(ctx: &mut HookContext<'_>) -> Result<(), String> {
     let result = match ctx.env.hook.as_str() {
@@ -46,13 +46,7 @@ fn show_targets(ctx: &mut HookContext<'_>) -> Result<BTreeMap<String, String>, S
 }
 
 fn show_jobs(ctx: &mut HookContext<'_>) -> Result<BTreeMap<String, String>, String> {
-    let config = ctx.config()?;
-    let jobs = compact(&scrape_jobs(
-        config.mode,
-        config.port,
-        &ctx.units(),
-        &config.selectors(),
-    ));
+    let jobs = compact(&ctx.job_input()?.scrape_jobs());
     Ok(BTreeMap::from([
         ("size".to_string(), jobs.len().to_string()),
         ("jobs".to_string(), jobs),

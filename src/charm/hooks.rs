@@ -4,103 +4,19 @@
 //! Owns the per-hook cost model: peer `-joined`/`-changed` read only `JUJU_REMOTE_UNIT`'s bag,
 //! `-departed` reads nothing, full relation reads happen only when the cache is missing or in
 //! `leader-elected`/`upgrade-charm`, and every write (bags, peers file, service) happens only when
-//! the content changes. Leader publishing lives in `leader.rs`.
+//! the content changes. The context the handlers share lives in `context.rs`, leader publishing in
+//! `leader.rs`.
 
 use std::collections::BTreeMap;
 
-use super::env::JujuEnv;
+use super::agent;
+use super::context::{HookContext, PEER_ENDPOINT};
 use super::leader;
-use super::model::{CharmConfig, SharedNetwork, networks_json, parse_exporter, parse_networks};
-use super::publish::{UnitData, peers_file, plan_for};
+use super::model::{SharedNetwork, networks_json, parse_exporter, parse_networks};
+use super::publish::{peers_file, plan_for};
 use super::service;
-use super::state::{Cache, Paths, PeerRecord, save_cache, write_if_changed};
-use super::tools::HookTools;
+use super::state::{PeerRecord, save_cache, write_if_changed};
 use crate::mesh::discovery::{DiscoveryOptions, local_networks};
-
-/// The peer relation's endpoint name.
-pub const PEER_ENDPOINT: &str = "mesh";
-
-/// Everything a handler needs.
-pub struct HookContext<'a> {
-    pub env: &'a JujuEnv,
-    pub tools: &'a dyn HookTools,
-    pub paths: Paths,
-    pub cache: Cache,
-}
-
-impl HookContext<'_> {
-    /// The config from the cache, or from `config-get` when the cache has none.
-    pub fn config(&mut self) -> Result<CharmConfig, String> {
-        if let Some(config) = &self.cache.config {
-            return Ok(config.clone());
-        }
-        self.refresh_config()
-    }
-
-    pub fn refresh_config(&mut self) -> Result<CharmConfig, String> {
-        let values = self.tools.config_get().map_err(|e| e.to_string())?;
-        let config = CharmConfig::from_values(&values)?;
-        self.cache.config = Some(config.clone());
-        Ok(config)
-    }
-
-    /// Every unit's data as the cache knows it, this unit included.
-    pub fn units(&self) -> BTreeMap<String, UnitData> {
-        let mut units: BTreeMap<String, UnitData> = self
-            .cache
-            .peers
-            .iter()
-            .filter(|(_, record)| record.problem.is_none())
-            .map(|(name, record)| {
-                let data = UnitData {
-                    networks: record.networks.clone(),
-                    exporter: record.exporter.clone(),
-                };
-                (name.clone(), data)
-            })
-            .collect();
-        units.insert(
-            self.env.unit.clone(),
-            UnitData {
-                networks: self.cache.own_networks.clone(),
-                exporter: self.cache.own_exporter.clone(),
-            },
-        );
-        units
-    }
-
-    /// Writes `values` into this unit's (or, with `app`, the application's) bag on
-    /// `relation_id`, skipping keys whose last written value is the same.
-    pub fn set_if_changed(
-        &mut self,
-        relation_id: &str,
-        values: BTreeMap<String, String>,
-        app: bool,
-    ) -> Result<bool, String> {
-        let scope = if app { "app" } else { "unit" };
-        let changed: BTreeMap<String, String> = values
-            .into_iter()
-            .filter(|(key, value)| {
-                self.cache
-                    .written
-                    .get(&format!("{relation_id} {scope} {key}"))
-                    != Some(value)
-            })
-            .collect();
-        if changed.is_empty() {
-            return Ok(false);
-        }
-        self.tools
-            .relation_set(relation_id, &changed, app)
-            .map_err(|e| e.to_string())?;
-        for (key, value) in changed {
-            self.cache
-                .written
-                .insert(format!("{relation_id} {scope} {key}"), value);
-        }
-        Ok(true)
-    }
-}
 
 /// Runs the handler for the current hook. Unknown hooks do nothing.
 pub fn handle(ctx: &mut HookContext<'_>) -> Result<(), String> {
@@ -126,9 +42,9 @@ pub fn handle(ctx: &mut HookContext<'_>) -> Result<(), String> {
         }
         ("leader-settings-changed", _) => {
             ctx.cache.leader = false;
-            Ok(())
+            leader::step_down(ctx)
         }
-        ("update-status", _) => leader::publish(ctx),
+        ("update-status", _) => publish(ctx),
         (_, Some(PEER_ENDPOINT)) => peer_hook(ctx, &hook),
         (_, Some(endpoint)) => {
             remember_relation(ctx, endpoint);
@@ -211,7 +127,7 @@ fn share_networks(ctx: &mut HookContext<'_>) -> Result<(), String> {
         }
         ctx.set_if_changed(&relation_id, values, false)?;
     }
-    leader::share_unit_address(ctx)
+    agent::publish(ctx)
 }
 
 fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
@@ -224,12 +140,6 @@ fn peer_relation_ids(ctx: &mut HookContext<'_>) -> Result<Vec<String>, String> {
         return Ok(ids);
     }
     read_peer_relation_ids(ctx)
-}
-
-impl HookContext<'_> {
-    pub fn cache_relations(&self, endpoint: &str) -> Option<Vec<String>> {
-        self.cache.relations.get(endpoint).cloned()
-    }
 }
 
 /// Asks Juju for the peer relation ids and caches them.
@@ -306,7 +216,7 @@ fn peer_hook(ctx: &mut HookContext<'_>, hook: &str) -> Result<(), String> {
         };
         let record = peer_record(&bag);
         if ctx.cache.peers.get(&remote) == Some(&record) {
-            return leader::publish(ctx);
+            return publish(ctx);
         }
         ctx.cache.peers.insert(remote, record);
         return after_membership_change(ctx);
@@ -338,9 +248,9 @@ pub fn rebuild_cache(ctx: &mut HookContext<'_>) -> Result<(), String> {
     if ctx.cache.own_networks.is_empty() {
         ctx.cache.own_networks = discover()?;
     }
-    for endpoint in ["metrics-endpoint", "cos-agent", "prometheus-manual"] {
+    for endpoint in leader::ENDPOINTS {
         if let Ok(ids) = ctx.tools.relation_ids(endpoint) {
-            ctx.cache.relations.insert(endpoint.into(), ids);
+            ctx.cache.relations.insert(endpoint.to_string(), ids);
         }
     }
     Ok(())
@@ -355,9 +265,15 @@ pub fn after_membership_change(ctx: &mut HookContext<'_>) -> Result<(), String> 
         write_if_changed(&ctx.paths.peers_file(), peers_file(&plan).as_bytes())
             .map_err(|e| format!("cannot write the peers file: {e}"))?;
     }
-    leader::publish(ctx)?;
+    publish(ctx)?;
     update_status(ctx, &plan);
     Ok(())
+}
+
+/// This unit's data for Prometheus (every unit), then the application's (leader only).
+fn publish(ctx: &mut HookContext<'_>) -> Result<(), String> {
+    agent::publish(ctx)?;
+    leader::publish(ctx)
 }
 
 fn update_status(ctx: &mut HookContext<'_>, plan: &crate::mesh::plan::Plan) {

@@ -3,14 +3,22 @@
 //!
 //! Layout: [`env`] reads the hook environment, [`tools`] is the hook-tool client, [`state`] the
 //! unit's cache and files, [`model`] the shared data and its validation, [`publish`] the plan,
-//! peers file and scrape jobs, [`hooks`] the handlers, [`leader`] publishing to Prometheus,
+//! peers file and scrape jobs, [`context`] what every handler gets, [`hooks`] the handlers,
+//! [`cos`] the Juju topology and alert rules COS reads, [`dashboards`] the Grafana dashboards,
+//! [`promql`] the query rewriting both need, [`agent`] every unit's own data for Prometheus
+//! (`metrics-endpoint` address, `cos-agent`), [`leader`] the application's data,
 //! [`service`] the systemd service, [`actions`] the actions. See charm/README.md for the contract.
 
 pub mod actions;
+pub mod agent;
+pub mod context;
+pub mod cos;
+pub mod dashboards;
 pub mod env;
 pub mod hooks;
 pub mod leader;
 pub mod model;
+pub mod promql;
 pub mod publish;
 pub mod service;
 pub mod state;
@@ -18,8 +26,8 @@ pub mod tools;
 
 use std::process::ExitCode;
 
+use context::{HookContext, PEER_ENDPOINT};
 use env::JujuEnv;
-use hooks::HookContext;
 use state::{Paths, load_cache};
 use tools::{CommandTools, HookTools};
 
@@ -46,7 +54,7 @@ pub fn run(env: &JujuEnv, tools: &dyn HookTools, paths: Paths) -> ExitCode {
         cache: cached.unwrap_or_default(),
     };
     let result = (|| {
-        let peer_hook = env.relation.as_deref() == Some(hooks::PEER_ENDPOINT);
+        let peer_hook = env.relation.as_deref() == Some(PEER_ENDPOINT);
         if cache_missing && (peer_hook || env.is_action) && !env.hook.ends_with("-relation-created")
         {
             hooks::rebuild_cache(&mut ctx)?;
@@ -89,3 +97,5 @@ pub fn run(env: &JujuEnv, tools: &dyn HookTools, paths: Paths) -> ExitCode {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cos;

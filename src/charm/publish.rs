@@ -1,6 +1,14 @@
-//! What the charm tells Prometheus: scrape jobs for mesh mode (one membership-independent job)
-//! and probe mode (the compact per-source form), the peers file for this unit's service, and the
-//! plan that both come from.
+//! What the charm tells Prometheus: scrape jobs for mesh mode and probe mode (the compact
+//! per-source form), in the three shapes its relations need (`metrics-endpoint`: a wildcard mesh
+//! job the consumer expands per unit; `prometheus-manual`: every unit listed; `cos-agent`: this
+//! unit's own jobs against `localhost`), the peers file for this unit's service, and the plan that
+//! all of them come from.
+//!
+//! Every probe target carries its source unit's Juju topology in its `static_configs` labels
+//! (`juju_unit` = the source, plus `juju_model`, `juju_model_uuid`, `juju_application`,
+//! `juju_charm`): the `prometheus_scrape` consumer keeps static labels over the unit it matches a
+//! target's address to, and `cos_agent` overwrites them with the same values. The probed peer is
+//! `probe_target` (relabelled from the target, as COS rewrites `instance`).
 //!
 //! Pure functions over the cache's view of the units; the hook handlers decide when to write.
 
@@ -8,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::cos::Topology;
 use super::model::{Mode, SharedNetwork};
 use crate::mesh::plan::{LocalNetwork, NetworkSelector, Peer, Plan, plan};
 
@@ -56,7 +65,8 @@ pub fn peers_file(plan: &Plan) -> String {
     text
 }
 
-/// The mesh-mode job: the same whatever the membership, `*` expanded by Prometheus per unit.
+/// The `metrics-endpoint` mesh job: the same whatever the membership; the consumer expands `*`
+/// to every unit's `prometheus_scrape_unit_address` and labels each with its `juju_unit`.
 pub fn mesh_job(port: u16) -> Value {
     json!({
         "job_name": "meshprobe-mesh",
@@ -65,8 +75,26 @@ pub fn mesh_job(port: u16) -> Value {
     })
 }
 
-/// The probe-mode job of one source unit: one static_configs entry per network.
-fn probe_job(source: &str, exporter: &str, plan: &Plan) -> Value {
+/// The mesh job with every unit's exporter listed, labelled with its topology (for consumers
+/// that do not expand `*`, such as the legacy prometheus2 `manual-jobs`).
+fn listed_mesh_job(units: &BTreeMap<String, UnitData>, topology: &Topology) -> Value {
+    let static_configs: Vec<Value> = units
+        .iter()
+        .filter_map(|(name, unit)| {
+            let exporter = unit.exporter.as_ref()?;
+            Some(json!({"labels": topology.unit_labels(name), "targets": [exporter]}))
+        })
+        .collect();
+    json!({
+        "job_name": "meshprobe-mesh",
+        "metrics_path": "/metrics",
+        "static_configs": static_configs,
+    })
+}
+
+/// The probe-mode job of one source unit: one static_configs entry per network, labelled with
+/// the source's topology; Prometheus scrapes `exporter` (the source's exporter) for each target.
+fn probe_job(source: &str, exporter: &str, plan: &Plan, topology: &Topology) -> Value {
     let mut by_network: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for target in &plan.targets {
         by_network
@@ -76,7 +104,12 @@ fn probe_job(source: &str, exporter: &str, plan: &Plan) -> Value {
     }
     let static_configs: Vec<Value> = by_network
         .into_iter()
-        .map(|(network, targets)| json!({"labels": {"network": network, "source": source}, "targets": targets}))
+        .map(|(network, targets)| {
+            let mut labels = topology.unit_labels(source);
+            labels.insert("network".into(), network);
+            labels.insert("source".into(), source.to_string());
+            json!({"labels": labels, "targets": targets})
+        })
         .collect();
     json!({
         "job_name": format!("meshprobe-probe-{}", source.replace('/', "-")),
@@ -86,34 +119,77 @@ fn probe_job(source: &str, exporter: &str, plan: &Plan) -> Value {
         "relabel_configs": [
             {"source_labels": ["__address__"], "target_label": "__param_target"},
             {"source_labels": ["__address__"], "target_label": "probe_target"},
+            {"source_labels": ["__address__"], "target_label": "instance"},
             {"target_label": "__address__", "replacement": exporter},
         ],
     })
 }
 
-/// Every job the leader publishes for `mode`.
-pub fn scrape_jobs(
-    mode: Mode,
-    port: u16,
-    units: &BTreeMap<String, UnitData>,
-    selectors: &[NetworkSelector],
-) -> Vec<Value> {
-    let mut jobs = Vec::new();
-    if mode.mesh() {
-        jobs.push(mesh_job(port));
+/// What the jobs are computed from.
+pub struct JobInput {
+    pub mode: Mode,
+    pub port: u16,
+    pub units: BTreeMap<String, UnitData>,
+    pub selectors: Vec<NetworkSelector>,
+    pub topology: Topology,
+}
+
+impl JobInput {
+    /// Every source unit's probe job (units without an exporter or targets have none).
+    fn probe_jobs(&self) -> Vec<Value> {
+        if !self.mode.probe() {
+            return Vec::new();
+        }
+        self.units
+            .iter()
+            .filter_map(|(name, unit)| {
+                let exporter = unit.exporter.as_ref()?;
+                let plan = plan_for(name, &self.units, &self.selectors);
+                (!plan.targets.is_empty()).then(|| probe_job(name, exporter, &plan, &self.topology))
+            })
+            .collect()
     }
-    if mode.probe() {
-        for (name, unit) in units {
-            let Some(exporter) = &unit.exporter else {
-                continue;
-            };
-            let plan = plan_for(name, units, selectors);
+
+    /// The `metrics-endpoint` jobs: the wildcard mesh job and every probe job.
+    pub fn scrape_jobs(&self) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        if self.mode.mesh() {
+            jobs.push(mesh_job(self.port));
+        }
+        jobs.extend(self.probe_jobs());
+        jobs
+    }
+
+    /// The `prometheus-manual` jobs: the mesh job with every unit listed and every probe job.
+    pub fn manual_jobs(&self) -> Vec<Value> {
+        let mut jobs = Vec::new();
+        if self.mode.mesh() {
+            jobs.push(listed_mesh_job(&self.units, &self.topology));
+        }
+        jobs.extend(self.probe_jobs());
+        jobs
+    }
+
+    /// `unit`'s own jobs for a collector on its machine (`cos-agent`): its exporter's /metrics
+    /// and its probe job, both against `localhost`.
+    pub fn local_jobs(&self, unit: &str) -> Vec<Value> {
+        let local = format!("localhost:{}", self.port);
+        let mut jobs = Vec::new();
+        if self.mode.mesh() {
+            jobs.push(json!({
+                "job_name": "meshprobe-mesh",
+                "metrics_path": "/metrics",
+                "static_configs": [{"labels": self.topology.unit_labels(unit), "targets": [local]}],
+            }));
+        }
+        if self.mode.probe() {
+            let plan = plan_for(unit, &self.units, &self.selectors);
             if !plan.targets.is_empty() {
-                jobs.push(probe_job(name, exporter, &plan));
+                jobs.push(probe_job(unit, &local, &plan, &self.topology));
             }
         }
+        jobs
     }
-    jobs
 }
 
 /// Compact JSON of a value (sorted keys: serde_json's map is ordered).
@@ -152,7 +228,14 @@ mod tests {
             ),
         ]
         .into();
-        let jobs = scrape_jobs(Mode::Both, 9115, &units, &[NetworkSelector::All]);
+        let input = JobInput {
+            mode: Mode::Both,
+            port: 9115,
+            units: units.clone(),
+            selectors: vec![NetworkSelector::All],
+            topology: crate::charm::cos::tests::topology(),
+        };
+        let jobs = input.scrape_jobs();
         assert_eq!(jobs.len(), 3);
         assert_eq!(
             compact(&jobs[0]),
@@ -160,8 +243,16 @@ mod tests {
         );
         assert_eq!(
             compact(&jobs[1]),
-            r#"{"job_name":"meshprobe-probe-m-0","metrics_path":"/probe","params":{"module":["icmp"]},"relabel_configs":[{"source_labels":["__address__"],"target_label":"__param_target"},{"source_labels":["__address__"],"target_label":"probe_target"},{"replacement":"198.18.10.1:9115","target_label":"__address__"}],"static_configs":[{"labels":{"network":"198.18.10.0/24","source":"m/0"},"targets":["198.18.10.2"]}]}"#
+            r#"{"job_name":"meshprobe-probe-m-0","metrics_path":"/probe","params":{"module":["icmp"]},"relabel_configs":[{"source_labels":["__address__"],"target_label":"__param_target"},{"source_labels":["__address__"],"target_label":"probe_target"},{"source_labels":["__address__"],"target_label":"instance"},{"replacement":"198.18.10.1:9115","target_label":"__address__"}],"static_configs":[{"labels":{"juju_application":"meshprobe","juju_charm":"meshprobe","juju_model":"lab","juju_model_uuid":"5f0c2a52-7c1e-4b8e-9a53-6d0b8c1f2e3a","juju_unit":"m/0","network":"198.18.10.0/24","source":"m/0"},"targets":["198.18.10.2"]}]}"#
         );
+        // prometheus-manual lists the units instead of `*`; cos-agent has the unit's own jobs.
+        let manual = compact(&input.manual_jobs()[0]);
+        assert!(!manual.contains('*'), "{manual}");
+        assert!(manual.contains(r#""juju_unit":"m/1""#) && manual.contains("198.18.10.2:9115"));
+        let local = input.local_jobs("m/1");
+        assert_eq!(local.len(), 2);
+        assert!(compact(&local).contains(r#""replacement":"localhost:9115""#));
+        assert!(compact(&local[1]).contains(r#""juju_unit":"m/1""#));
         let plan = plan_for("m/0", &units, &[NetworkSelector::All]);
         assert_eq!(
             peers_file(&plan),

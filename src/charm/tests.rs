@@ -13,22 +13,27 @@ use super::state::{Cache, Paths, load_cache, save_cache};
 use super::tools::{HookTools, ToolResult};
 
 /// (relation id, values, app bag)
-type RelationWrite = (String, BTreeMap<String, String>, bool);
+pub type RelationWrite = (String, BTreeMap<String, String>, bool);
 
 /// Answers from a fixed model and records every call.
 #[derive(Default)]
-struct FakeTools {
-    bags: BTreeMap<String, BTreeMap<String, String>>,
-    leader: bool,
-    calls: RefCell<Vec<String>>,
-    sets: RefCell<Vec<RelationWrite>>,
+pub struct FakeTools {
+    /// Bags by unit or application name (the same on every relation).
+    pub bags: BTreeMap<String, BTreeMap<String, String>>,
+    pub leader: bool,
+    /// `config-get` output; empty means `{"mode": "mesh"}`.
+    pub config: BTreeMap<String, Value>,
+    /// `relation-ids` output per endpoint; `mesh` defaults to `mesh:1`.
+    pub relations: BTreeMap<String, Vec<String>>,
+    pub calls: RefCell<Vec<String>>,
+    pub sets: RefCell<Vec<RelationWrite>>,
 }
 
 impl FakeTools {
     fn record(&self, call: &str) {
         self.calls.borrow_mut().push(call.to_string());
     }
-    fn count(&self, tool: &str) -> usize {
+    pub fn count(&self, tool: &str) -> usize {
         self.calls
             .borrow()
             .iter()
@@ -61,14 +66,19 @@ impl HookTools for FakeTools {
     }
     fn relation_list(&self, _relation_id: &str) -> ToolResult<Vec<String>> {
         self.record("relation-list");
-        Ok(self.bags.keys().cloned().collect())
+        Ok(self
+            .bags
+            .keys()
+            .filter(|k| k.contains('/'))
+            .cloned()
+            .collect())
     }
     fn relation_ids(&self, endpoint: &str) -> ToolResult<Vec<String>> {
         self.record("relation-ids");
-        Ok(if endpoint == "mesh" {
-            vec!["mesh:1".into()]
-        } else {
-            vec![]
+        Ok(match self.relations.get(endpoint) {
+            Some(ids) => ids.clone(),
+            None if endpoint == "mesh" => vec!["mesh:1".into()],
+            None => vec![],
         })
     }
     fn is_leader(&self) -> ToolResult<bool> {
@@ -77,7 +87,10 @@ impl HookTools for FakeTools {
     }
     fn config_get(&self) -> ToolResult<BTreeMap<String, Value>> {
         self.record("config-get");
-        Ok(BTreeMap::from([("mode".to_string(), json!("mesh"))]))
+        if self.config.is_empty() {
+            return Ok(BTreeMap::from([("mode".to_string(), json!("mesh"))]));
+        }
+        Ok(self.config.clone())
     }
     fn status_set(&self, _status: &str, message: &str) -> ToolResult<()> {
         self.record("status-set");
@@ -113,7 +126,7 @@ impl HookTools for FakeTools {
     }
 }
 
-fn network(address: &str, cidr: &str) -> SharedNetwork {
+pub fn network(address: &str, cidr: &str) -> SharedNetwork {
     SharedNetwork {
         address: address.parse().expect("address"),
         cidr: cidr.parse().expect("cidr"),
@@ -121,7 +134,7 @@ fn network(address: &str, cidr: &str) -> SharedNetwork {
     }
 }
 
-fn peer_env(hook: &str, remote: &str) -> JujuEnv {
+pub fn peer_env(hook: &str, remote: &str) -> JujuEnv {
     JujuEnv {
         hook: hook.into(),
         is_action: false,
@@ -137,7 +150,7 @@ fn peer_env(hook: &str, remote: &str) -> JujuEnv {
     }
 }
 
-fn temp_paths(name: &str) -> Paths {
+pub fn temp_paths(name: &str) -> Paths {
     let root = std::env::temp_dir().join(format!("meshprobe-charm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     Paths { root }

@@ -7,13 +7,15 @@
 //! Owns the public API the scenarios use (`Sim`), the shared state behind one mutex (`Core`),
 //! and the worker threads. Submodules: `model` (state and its file mirror), `tools` (the sh
 //! hook tools), `runner` (hook selection, environment, execution, commit), `netns` (namespaces),
-//! `report` (counters and the report table), `selftest` (the simulator's own tests, with a
+//! `report` (counters and the report table), `cos` (what COS does with the relation data),
+//! `selftest` (the simulator's own tests, with a
 //! tiny shell charm). It knows nothing of what the charm should compute.
 
 #![allow(dead_code)]
 
 pub mod commit;
 pub mod contract;
+pub mod cos;
 pub mod model;
 pub mod netns;
 pub mod report;
