@@ -22,9 +22,10 @@
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
 //! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then
 //! calls [`icmp::Pinger::echo`], which picks the shared socket for (family, socket kind, source,
-//! TTL, DF), registers the probe under (address, id, seq) with a random nonce in the payload,
-//! sends, and waits. The socket's receiver task (`icmp::pinger`) reads replies in batches with
-//! kernel timestamps and wakes exactly the matching probe. [`probe::render`] writes the metrics.
+//! DF), registers the probe under (address, id, seq) with a random nonce in the payload, and
+//! sends with the probe's TTL on that packet. The receiving channel's task (`icmp::demux`) reads
+//! replies in batches with kernel timestamps and wakes exactly the matching probe.
+//! [`probe::render`] writes the metrics.
 
 pub mod charm;
 pub mod config;
