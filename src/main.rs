@@ -312,7 +312,10 @@ async fn serve(
     let notifier = Arc::new(Notifier::from_env());
     tokio::spawn(reload_on_sighup(Arc::clone(&state), Arc::clone(&notifier)));
     if let Some(interval) = sd_notify::watchdog_interval_from_env() {
-        tokio::spawn(keep_watchdog_fed(Arc::clone(&notifier), interval));
+        tokio::spawn(sd_notify::keep_watchdog_fed(
+            Arc::clone(&notifier),
+            interval,
+        ));
     }
     let serving = format!("Serving on {}", listening_on.join(", "));
     notifier.ready(&serving);
@@ -338,17 +341,6 @@ async fn reload_on_sighup(state: Arc<AppState>, notifier: Arc<Notifier>) {
             Err(error) => format!("Reload failed, running the previous configuration: {error}"),
         };
         notifier.ready(&status);
-    }
-}
-
-/// Sends `WATCHDOG=1` from the runtime that serves HTTP and paces mesh probes, so that a wedged
-/// runtime misses the deadline and systemd restarts the service.
-async fn keep_watchdog_fed(notifier: Arc<Notifier>, interval: std::time::Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        notifier.watchdog();
     }
 }
 

@@ -11,6 +11,7 @@ use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where notifications go: a filesystem path or a Linux abstract socket name (`@name`).
@@ -64,9 +65,11 @@ impl Notifier {
         }
     }
 
-    /// A notifier sending to `address`.
+    /// A notifier sending to `address`. The socket never blocks: it is written from the async
+    /// runtime, and a receiver that stops reading fills its queue (`net.unix.max_dgram_qlen`).
     pub fn to_address(address: &NotifyAddress) -> io::Result<Notifier> {
         let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         Ok(Notifier {
             target: Some((socket, address.socket_address()?)),
         })
@@ -122,6 +125,11 @@ pub fn watchdog_interval_from_env() -> Option<Duration> {
     )
 }
 
+/// The shortest keep-alive period. A `$WATCHDOG_USEC` below twice this cannot be honoured
+/// anyway; sending faster would only burn the core the watchdog is meant to guard (and a zero
+/// period, from `WATCHDOG_USEC=1`, made `tokio::time::interval` panic).
+const MIN_WATCHDOG_PERIOD: Duration = Duration::from_millis(1);
+
 fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
     if let Some(pid) = pid
         && pid.trim().parse::<u32>().ok() != Some(own_pid)
@@ -129,7 +137,19 @@ fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Opt
         return None;
     }
     let usec: u64 = usec?.trim().parse().ok().filter(|usec| *usec > 0)?;
-    Some(Duration::from_micros(usec / 2))
+    // Halving cannot overflow, and any u64 of microseconds fits a Duration.
+    Some(Duration::from_micros(usec / 2).max(MIN_WATCHDOG_PERIOD))
+}
+
+/// Sends `WATCHDOG=1` every `period`, forever. Run it on the runtime that serves HTTP and paces
+/// mesh probes, so that a wedged runtime misses the deadline and systemd restarts the service.
+pub async fn keep_watchdog_fed(notifier: Arc<Notifier>, period: Duration) {
+    let mut ticks = tokio::time::interval(period.max(MIN_WATCHDOG_PERIOD));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        notifier.watchdog();
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -173,6 +193,33 @@ mod tests {
         assert_eq!(watchdog_interval(None, None, 7), None);
     }
 
+    /// `WATCHDOG_USEC=1` asked for a keep-alive every 0 µs, and `tokio::time::interval` panics on
+    /// a zero period, which took the watchdog task down with it.
+    #[tokio::test]
+    async fn a_tiny_watchdog_timeout_still_feeds_the_watchdog() {
+        for usec in ["1", "2", "3"] {
+            let period = watchdog_interval(Some(usec), None, 7).expect("a watchdog period");
+            assert_eq!(period, MIN_WATCHDOG_PERIOD, "WATCHDOG_USEC={usec}");
+            let name = format!("meshprobe-watchdog-{}-{usec}", std::process::id());
+            let address = SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
+            let receiver = UnixDatagram::bind_addr(&address).expect("bind abstract socket");
+            receiver.set_nonblocking(true).expect("nonblocking");
+            let notifier = Notifier::to_address(&NotifyAddress::Abstract(name.into_bytes()))
+                .expect("notifier");
+            let task = tokio::spawn(keep_watchdog_fed(Arc::new(notifier), period));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(!task.is_finished(), "the watchdog task ended (panicked?)");
+            task.abort();
+            let mut buffer = [0u8; 32];
+            let length = receiver.recv(&mut buffer).expect("a keep-alive");
+            assert_eq!(&buffer[..length], b"WATCHDOG=1");
+        }
+        // The largest value systemd could pass does not overflow either.
+        let longest = watchdog_interval(Some(&u64::MAX.to_string()), None, 7).expect("period");
+        assert_eq!(longest, Duration::from_micros(u64::MAX / 2));
+        tokio::time::interval(longest).tick().await;
+    }
+
     #[test]
     fn sends_datagrams_to_a_path_and_an_abstract_socket() {
         let dir = std::env::temp_dir().join(format!("meshprobe-notify-{}", std::process::id()));
@@ -199,6 +246,26 @@ mod tests {
         notifier.watchdog();
         let length = receiver.recv(&mut buffer).expect("datagram");
         assert_eq!(&buffer[..length], b"WATCHDOG=1");
+    }
+
+    /// A receiver that stops reading must not block the runtime that sends the keep-alives.
+    #[test]
+    fn a_receiver_that_does_not_read_never_blocks_the_sender() {
+        let name = format!("meshprobe-full-{}", std::process::id());
+        let address = SocketAddr::from_abstract_name(name.as_bytes()).expect("address");
+        let _receiver = UnixDatagram::bind_addr(&address).expect("bind abstract socket");
+        let notifier =
+            Notifier::to_address(&NotifyAddress::Abstract(name.into_bytes())).expect("notifier");
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                notifier.watchdog();
+            }
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("1000 notifications to a full queue return at once");
     }
 
     #[test]
