@@ -1,6 +1,7 @@
 //! Hardening with the real binary: the concurrency limit answers 503 at once, `allowed_targets`
 //! answers 403 before any packet is sent, and `--run-as` drops root while keeping only
-//! CAP_NET_RAW when raw sockets are still needed.
+//! CAP_NET_RAW when raw sockets are still needed (in the bounding set too), with all of the
+//! user's groups.
 
 mod support;
 
@@ -163,6 +164,10 @@ fn run_as_nobody(ping_sockets: bool, expected_caps: &str) {
     );
     assert_eq!(status_field(pid, "CapEff"), expected_caps);
     assert_eq!(status_field(pid, "CapPrm"), expected_caps);
+    // The bounding set too, so nothing the process could still exec (or gain) exceeds it.
+    assert_eq!(status_field(pid, "CapBnd"), expected_caps);
+    assert_eq!(status_field(pid, "CapInh"), "0000000000000000");
+    assert_eq!(status_field(pid, "CapAmb"), "0000000000000000");
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     // Sockets opened after the drop still work, including a new key (TTL 1).
     let ok = exporter.get(&format!("/probe?module=icmp&target={TARGET_V4}"));
@@ -200,6 +205,81 @@ fn run_as_keeps_only_cap_net_raw_when_raw_sockets_are_needed() {
 fn run_as_drops_every_capability_when_ping_sockets_are_allowed() {
     require_namespaces!();
     run_as_nobody(true, "0000000000000000");
+}
+
+/// A throwaway system user (primary group `nogroup`) that is also a member of a group of its
+/// own; both are removed on drop.
+struct TestUser {
+    name: String,
+    group: String,
+}
+
+impl TestUser {
+    fn create() -> TestUser {
+        let user = TestUser {
+            name: format!("mpu{}", std::process::id()),
+            group: format!("mpg{}", std::process::id()),
+        };
+        run("groupadd", &["--system", &user.group]);
+        run(
+            "useradd",
+            &[
+                "--system",
+                "--no-create-home",
+                "--no-user-group",
+                "--gid",
+                "nogroup",
+                "--groups",
+                &user.group,
+                "--shell",
+                "/usr/sbin/nologin",
+                &user.name,
+            ],
+        );
+        user
+    }
+
+    fn group_id(&self) -> String {
+        let entry = run("getent", &["group", &self.group]);
+        entry.trim().split(':').nth(2).expect("gid").to_string()
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .output();
+        let _ = std::process::Command::new("groupdel")
+            .arg(&self.group)
+            .output();
+    }
+}
+
+#[test]
+fn run_as_takes_all_of_the_users_groups() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let user = TestUser::create();
+    let exporter = Exporter::start(&net.prober, &["--run-as", &user.name]);
+    let pid = exporter.child.id();
+    assert!(
+        status_field(pid, "Gid")
+            .split_whitespace()
+            .all(|gid| gid == "65534"),
+        "Gid: {}",
+        status_field(pid, "Gid")
+    );
+    // initgroups: the primary group and every group the user is a member of, nothing else.
+    let mut groups: Vec<String> = status_field(pid, "Groups")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    groups.sort();
+    let mut expected = vec!["65534".to_string(), user.group_id()];
+    expected.sort();
+    assert_eq!(groups, expected);
+    drop(exporter);
 }
 
 #[test]
