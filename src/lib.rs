@@ -17,6 +17,7 @@
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
+//! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
 //! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
@@ -26,6 +27,16 @@
 //! sends with the probe's TTL on that packet. The receiving channel's task (`icmp::demux`) reads
 //! replies in batches with kernel timestamps and wakes exactly the matching probe.
 //! [`probe::render`] writes the metrics.
+//!
+//! # `unsafe`
+//!
+//! The crate denies `unsafe_code`. Only the ICMP socket module (`icmp::socket` and its
+//! submodules) and [`sys`] allow it, and every `unsafe` block carries a `// SAFETY:` comment
+//! (`clippy::undocumented_unsafe_blocks`). Privilege dropping goes through the `nix` and `caps`
+//! crates.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod charm;
 pub mod config;
@@ -40,4 +51,5 @@ pub mod probe;
 pub mod resolve;
 pub mod sd_notify;
 pub mod self_metrics;
+pub mod sys;
 pub mod web;

@@ -1,6 +1,9 @@
 //! The `meshprobe` binary: flags, runtime setup, and dispatch to `serve` (default), `ping` or
 //! `check-config`. All behaviour lives in the library; see its `# Layout` section.
 
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +21,7 @@ use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::self_metrics::ExporterCounters;
+use meshprobe::sys;
 use meshprobe::web::{WebConfig, WebStore};
 use tokio::net::TcpListener;
 
@@ -90,36 +94,15 @@ enum Command {
     },
 }
 
-/// Raises the soft open-file limit to the hard limit (as Go does at startup), so that thousands of
-/// concurrent scrapes do not run out of descriptors.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: limit is a valid rlimit to read into and to pass back.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     // Run by Juju (the charm's dispatch script): handle the hook or action, nothing else.
     if let Some(code) = meshprobe::charm::dispatch_from_env() {
         return code;
     }
     let cli = Cli::parse();
-    raise_open_file_limit();
-    // Two malloc arenas are plenty for one worker thread plus the blocking pool; more only
-    // fragment the heap and raise RSS.
-    // SAFETY: mallopt has no memory-safety preconditions.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    sys::raise_open_file_limit();
+    // Two malloc arenas are plenty for one worker thread plus the blocking pool.
+    sys::limit_malloc_arenas(2);
     logging::init(cli.log_level, cli.log_prober, cli.log_format);
     match cli.command {
         Some(Command::Ping(ref args)) => match build_runtime(cli.worker_threads) {

@@ -76,13 +76,8 @@ fn zone_index(zone: &str) -> Result<u32, String> {
         return Ok(index);
     }
     let name = std::ffi::CString::new(zone).map_err(|_| format!("invalid zone {zone:?}"))?;
-    // SAFETY: name is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        Err(format!("unknown interface {zone:?} in IPv6 zone"))
-    } else {
-        Ok(index)
-    }
+    crate::sys::interface_index(&name)
+        .ok_or_else(|| format!("unknown interface {zone:?} in IPv6 zone"))
 }
 
 /// Resolves `target` to the single address blackbox would probe.

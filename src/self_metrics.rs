@@ -11,6 +11,7 @@ use crate::expo::{self, MetricType};
 use crate::http::AppState;
 use crate::icmp::Family;
 use crate::icmp::stats::{ICMP_ERROR_KINDS, RejectReason};
+use crate::sys;
 
 /// Counters the HTTP layer keeps.
 #[derive(Debug, Default)]
@@ -312,9 +313,10 @@ fn render_process(out: &mut String) {
     };
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     let field = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    let (Some(ticks), Some(page)) = (sys::clock_ticks_per_second(), sys::page_size()) else {
+        return;
+    };
+    let (ticks, page) = (ticks as f64, page as f64);
     if let (Some(utime), Some(stime)) = (field(11), field(12)) {
         expo::single(
             out,

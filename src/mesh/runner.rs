@@ -233,8 +233,5 @@ fn build_table(
 /// Gives memory freed after a large scrape back to the operating system, so RSS does not stay
 /// at its high-water mark (glibc keeps freed heap otherwise).
 pub fn release_memory() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::release_freed_memory();
 }
