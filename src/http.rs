@@ -18,30 +18,13 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::config::store::ConfigStore;
+use crate::app::AppState;
 use crate::expo;
-use crate::icmp::Pinger;
 use crate::mesh::page::{self, html_escape};
 use crate::mesh::view::mesh_off_json;
-use crate::probe::{self, ProbeLog, ProbeOptions};
+use crate::probe::{self, ProbeLog};
 use crate::resolve;
-use crate::self_metrics::ExporterCounters;
-use crate::web::{self, WebStore};
-
-/// Everything a request handler needs.
-pub struct AppState {
-    pub config: ConfigStore,
-    pub pinger: Pinger,
-    pub counters: ExporterCounters,
-    pub timeout_offset: f64,
-    pub probe_options: ProbeOptions,
-    /// `--probe.max-concurrency`: beyond it `/probe` answers 503 at once.
-    pub max_concurrent_probes: usize,
-    /// `--web.config.file`: TLS, basic auth and extra headers (see [`crate::web`]).
-    pub web: WebStore,
-    /// Mesh mode; idle while the config has no `mesh:` section.
-    pub mesh: crate::mesh::runner::Mesh,
-}
+use crate::web;
 
 type HttpResponse = Response<Full<Bytes>>;
 

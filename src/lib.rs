@@ -4,6 +4,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`app`] | the composition root: `AppState` (what every handler shares) and the HTTP layer's counters |
 //! | [`charm`] | the embedded Juju charm: hooks, hook tools, cache, publishing (run when `JUJU_DISPATCH_PATH` is set) |
 //! | [`config`] | the `modules:` file model, validation, Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
@@ -38,6 +39,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod app;
 pub mod charm;
 pub mod config;
 pub mod expo;

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use meshprobe::app::{AppState, ExporterCounters};
 use meshprobe::config::store::ConfigStore;
-use meshprobe::http::{self, AppState};
+use meshprobe::http;
 use meshprobe::icmp::{Family, Pinger, check_permissions};
 use meshprobe::logging::{self, LogFormat, LogLevel};
 use meshprobe::mesh::discovery::{self, DiscoveryOptions};
@@ -20,7 +21,6 @@ use meshprobe::ping_cli::{self, PingArgs};
 use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
-use meshprobe::self_metrics::ExporterCounters;
 use meshprobe::sys;
 use meshprobe::web::{WebConfig, WebStore};
 use tokio::net::TcpListener;

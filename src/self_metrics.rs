@@ -3,68 +3,15 @@
 //!
 //! Owns the names and help strings of meshprobe's own families (blackbox's exporter metrics
 //! under a `meshprobe_` prefix) and reading `/proc/self` for `process_*`. Values come from
-//! [`ExporterCounters`], the config store and the engine's [`crate::icmp::stats::EngineStats`].
+//! [`ExporterCounters`](crate::app::ExporterCounters), the config store and the engine's [`crate::icmp::stats::EngineStats`].
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+use crate::app::AppState;
 use crate::expo::{self, MetricType};
-use crate::http::AppState;
 use crate::icmp::Family;
 use crate::icmp::stats::{ICMP_ERROR_KINDS, RejectReason};
 use crate::sys;
-
-/// Counters the HTTP layer keeps.
-#[derive(Debug, Default)]
-pub struct ExporterCounters {
-    pub module_unknown: AtomicU64,
-    pub probes_in_flight: AtomicI64,
-    probes_succeeded: AtomicU64,
-    probes_failed: AtomicU64,
-    refused_overload: AtomicU64,
-    refused_not_allowed: AtomicU64,
-}
-
-/// A probe's place under the concurrency limit; released on drop, even if the request is
-/// cancelled mid-probe.
-pub struct ProbeSlot<'a> {
-    counters: &'a ExporterCounters,
-}
-
-impl Drop for ProbeSlot<'_> {
-    fn drop(&mut self) {
-        self.counters
-            .probes_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl ExporterCounters {
-    /// Takes a slot if fewer than `limit` probes are running; counts the refusal otherwise.
-    pub fn try_start_probe(&self, limit: usize) -> Option<ProbeSlot<'_>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let before = self.probes_in_flight.fetch_add(1, Ordering::Relaxed);
-        let slot = ProbeSlot { counters: self };
-        if before >= limit {
-            drop(slot);
-            self.refused_overload.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(slot)
-    }
-
-    pub fn count_not_allowed(&self) {
-        self.refused_not_allowed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count_probe(&self, success: bool) {
-        let counter = if success {
-            &self.probes_succeeded
-        } else {
-            &self.probes_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Renders `/metrics` into one string.
 pub fn render(state: &AppState) -> String {
