@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::IpProtocol;
 use crate::icmp::{Answer, EchoFailure, EchoRequest, Family, Pinger, check_permissions};
 use crate::resolve;
 
@@ -69,9 +68,9 @@ pub async fn run(args: PingArgs) -> i32 {
         return 2;
     }
     let (preferred, fallback) = match (args.ipv4, args.ipv6) {
-        (true, _) => (IpProtocol::Ip4, false),
-        (_, true) => (IpProtocol::Ip6, false),
-        _ => (IpProtocol::Ip4, true),
+        (true, _) => (Family::V4, false),
+        (_, true) => (Family::V6, false),
+        _ => (Family::V4, true),
     };
     if let Err(message) = resolve::check_target_syntax(&args.host) {
         eprintln!("meshprobe ping: {message}");

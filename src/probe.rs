@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{IpProtocol, Module};
+use crate::config::{Module, ip_protocol_name};
 use crate::expo::{self, MetricType};
 use crate::icmp::{Answer, EchoFailure, EchoRequest, Family, Pinger, SocketKind};
 use crate::resolve;
@@ -208,10 +208,7 @@ pub async fn run_icmp_probe(
         socket_kind: None,
     };
     let settings = &module.icmp;
-    let protocol = match settings.preferred_ip_protocol {
-        IpProtocol::Ip4 => "ip4",
-        IpProtocol::Ip6 => "ip6",
-    };
+    let protocol = ip_protocol_name(settings.preferred_ip_protocol);
     log.record(
         tracing::Level::DEBUG,
         "Resolving target address",

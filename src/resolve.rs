@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, ToSocketAddrs};
 
-use crate::config::IpProtocol;
+use crate::icmp::Family;
 
 /// One address to probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ fn zone_index(zone: &str) -> Result<u32, String> {
 /// Resolves `target` to the single address blackbox would probe.
 pub async fn resolve(
     target: &str,
-    preferred: IpProtocol,
+    preferred: Family,
     fallback: bool,
 ) -> Result<ResolvedTarget, String> {
     let (address_part, zone) = split_zone(target);
@@ -116,10 +116,10 @@ pub async fn resolve(
     })
 }
 
-fn family_matches(address: IpAddr, protocol: IpProtocol) -> bool {
+fn family_matches(address: IpAddr, protocol: Family) -> bool {
     matches!(
         (address, protocol),
-        (IpAddr::V4(_), IpProtocol::Ip4) | (IpAddr::V6(_), IpProtocol::Ip6)
+        (IpAddr::V4(_), Family::V4) | (IpAddr::V6(_), Family::V6)
     )
 }
 
@@ -127,7 +127,7 @@ fn family_matches(address: IpAddr, protocol: IpProtocol) -> bool {
 pub fn select_address(
     target: &str,
     addresses: &[IpAddr],
-    preferred: IpProtocol,
+    preferred: Family,
     fallback: bool,
 ) -> Result<IpAddr, String> {
     if let Some(address) = addresses.iter().find(|a| family_matches(**a, preferred)) {
@@ -175,16 +175,10 @@ mod tests {
         let v4: IpAddr = "198.18.0.1".parse().unwrap();
         let v4b: IpAddr = "198.18.0.2".parse().unwrap();
         let v6: IpAddr = "2001:2::1".parse().unwrap();
-        assert_eq!(
-            select_address("h", &[v4, v6], IpProtocol::Ip6, true),
-            Ok(v6)
-        );
-        assert_eq!(
-            select_address("h", &[v4, v4b], IpProtocol::Ip6, true),
-            Ok(v4b)
-        );
-        assert!(select_address("h", &[v4], IpProtocol::Ip6, false).is_err());
-        assert!(select_address("h", &[], IpProtocol::Ip4, true).is_err());
+        assert_eq!(select_address("h", &[v4, v6], Family::V6, true), Ok(v6));
+        assert_eq!(select_address("h", &[v4, v4b], Family::V6, true), Ok(v4b));
+        assert!(select_address("h", &[v4], Family::V6, false).is_err());
+        assert!(select_address("h", &[], Family::V4, true).is_err());
     }
 
     #[test]
@@ -215,16 +209,12 @@ mod tests {
 
     #[tokio::test]
     async fn literals_respect_fallback() {
-        let resolved = resolve("::ffff:198.18.0.1", IpProtocol::Ip6, true).await;
+        let resolved = resolve("::ffff:198.18.0.1", Family::V6, true).await;
         assert_eq!(
             resolved.map(|r| r.address),
             Ok("198.18.0.1".parse().unwrap())
         );
-        assert!(resolve("198.18.0.1", IpProtocol::Ip6, false).await.is_err());
-        assert!(
-            resolve("198.18.0.1%eth0", IpProtocol::Ip4, true)
-                .await
-                .is_err()
-        );
+        assert!(resolve("198.18.0.1", Family::V6, false).await.is_err());
+        assert!(resolve("198.18.0.1%eth0", Family::V4, true).await.is_err());
     }
 }

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::icmp::Family;
 use crate::icmp::packet::MAX_PAYLOAD_SIZE;
 
 /// The configuration used when no `--config.file` is given.
@@ -53,18 +54,27 @@ impl Module {
     }
 }
 
-/// Which address family a module prefers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpProtocol {
-    Ip4,
-    Ip6,
+/// blackbox's spelling of an address family in `preferred_ip_protocol`: `ip4` or `ip6`.
+pub fn ip_protocol_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip4",
+        Family::V6 => "ip6",
+    }
+}
+
+fn serialize_ip_protocol<S: serde::Serializer>(
+    family: &Family,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(ip_protocol_name(*family))
 }
 
 /// The `icmp:` block of a module, with blackbox's defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IcmpSettings {
-    pub preferred_ip_protocol: IpProtocol,
+    /// The family a module prefers (`preferred_ip_protocol`, written `ip4`/`ip6`).
+    #[serde(serialize_with = "serialize_ip_protocol")]
+    pub preferred_ip_protocol: Family,
     pub ip_protocol_fallback: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ip_address: Option<IpAddr>,
@@ -79,7 +89,7 @@ pub struct IcmpSettings {
 impl Default for IcmpSettings {
     fn default() -> Self {
         IcmpSettings {
-            preferred_ip_protocol: IpProtocol::Ip6,
+            preferred_ip_protocol: Family::V6,
             ip_protocol_fallback: true,
             source_ip_address: None,
             payload_size: 0,
@@ -309,8 +319,8 @@ fn validate_icmp(raw: RawIcmp) -> Result<IcmpSettings, String> {
     let mut settings = IcmpSettings::default();
     if let Some(protocol) = raw.preferred_ip_protocol {
         settings.preferred_ip_protocol = match protocol.as_str() {
-            "" | "ip6" => IpProtocol::Ip6,
-            "ip4" => IpProtocol::Ip4,
+            "" | "ip6" => Family::V6,
+            "ip4" => Family::V4,
             other => {
                 return Err(format!(
                     "field \"icmp.preferred_ip_protocol\": {other:?} is not valid (use \"ip4\" or \"ip6\")"
@@ -368,7 +378,7 @@ mod tests {
         assert_eq!(config.modules["icmp"].icmp, IcmpSettings::default());
         assert_eq!(
             config.modules["icmp_ip4"].icmp.preferred_ip_protocol,
-            IpProtocol::Ip4
+            Family::V4
         );
         assert!(!config.modules["icmp_ip6"].icmp.ip_protocol_fallback);
     }
@@ -473,6 +483,8 @@ mod tests {
     fn dump_round_trips() {
         let config = Config::embedded();
         let dumped = config.to_yaml();
+        assert!(dumped.contains("preferred_ip_protocol: ip4"), "{dumped}");
+        assert!(dumped.contains("preferred_ip_protocol: ip6"), "{dumped}");
         assert_eq!(Config::parse(&dumped, "dump").expect("dump parses"), config);
     }
 }
