@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{format_go_duration, parse_go_duration};
+use super::network::NetworkSelector;
 use crate::icmp::packet::MAX_PAYLOAD_SIZE;
-use crate::mesh::plan::NetworkSelector;
 
 /// Labels meshprobe sets itself on every mesh series.
 pub const RESERVED_LABELS: [&str; 4] = ["peer", "network", "address", "ip_protocol"];

@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod mesh;
+pub mod network;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+pub use crate::config::network::NetworkSelector;
 use crate::icmp::Family;
 
 /// One of this node's networks: an interface address with its prefix.
@@ -46,68 +47,13 @@ pub struct Peer {
     pub addresses: Vec<IpAddr>,
 }
 
-/// Which local networks to probe on (`mesh.networks`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NetworkSelector {
-    All,
-    Cidr(IpNet),
-    Interface(String),
-    Space(String),
-}
-
+// `NetworkSelector` is config vocabulary (`mesh.networks`, the charm's `networks` option) and
+// lives in `config::network`; matching it against a `LocalNetwork` is the plan's business, so
+// that impl is here and `config` never needs to know this module.
 impl NetworkSelector {
-    /// Parses `all`, a CIDR, `space:NAME`, or an interface name.
-    pub fn parse(text: &str) -> Result<NetworkSelector, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err("empty network selector".into());
-        }
-        if text == "all" {
-            return Ok(NetworkSelector::All);
-        }
-        if let Some(space) = text.strip_prefix("space:") {
-            return Ok(NetworkSelector::Space(space.to_string()));
-        }
-        if text.contains('/') {
-            return text
-                .parse::<IpNet>()
-                .map(|net| NetworkSelector::Cidr(net.trunc()))
-                .map_err(|_| format!("{text:?} is not a valid CIDR"));
-        }
-        let valid_interface = text.len() <= 15
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-        if valid_interface {
-            Ok(NetworkSelector::Interface(text.to_string()))
-        } else {
-            Err(format!(
-                "{text:?} is neither \"all\", a CIDR, \"space:NAME\" nor an interface name"
-            ))
-        }
-    }
-
     /// Whether this selector picks `local`.
     pub fn matches_network(&self, local: &LocalNetwork) -> bool {
-        match self {
-            NetworkSelector::All => true,
-            NetworkSelector::Cidr(cidr) => {
-                cidr.contains(&local.network.network()) || local.network.contains(&cidr.network())
-            }
-            NetworkSelector::Interface(name) => &local.interface == name,
-            NetworkSelector::Space(space) => local.space.as_deref() == Some(space.as_str()),
-        }
-    }
-}
-
-impl fmt::Display for NetworkSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NetworkSelector::All => f.write_str("all"),
-            NetworkSelector::Cidr(cidr) => write!(f, "{cidr}"),
-            NetworkSelector::Interface(name) => f.write_str(name),
-            NetworkSelector::Space(space) => write!(f, "space:{space}"),
-        }
+        self.matches(&local.interface, &local.network, local.space.as_deref())
     }
 }
 
