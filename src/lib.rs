@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | [`app`] | the composition root: `AppState` (what every handler shares) and the HTTP layer's counters |
 //! | [`charm`] | the embedded Juju charm: hooks, hook tools, cache, publishing (run when `JUJU_DISPATCH_PATH` is set) |
-//! | [`config`] | the `modules:` file model, validation, Go durations, and the reloadable store |
+//! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation, Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
@@ -16,10 +16,15 @@
 //! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
-//! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
+//! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
 //! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
+//!
+//! Dependencies run one way: [`http`] and [`self_metrics`] → [`app`] → [`probe`], [`mesh`],
+//! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]. The v4/v6
+//! vocabulary is [`icmp::Family`] everywhere, and network selectors are
+//! [`config::network::NetworkSelector`].
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
 //! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then
