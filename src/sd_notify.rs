@@ -3,9 +3,10 @@
 //! Owns the datagrams meshprobe sends to `$NOTIFY_SOCKET`: `READY=1` once the listeners are
 //! bound and probing can start, `RELOADING=1`/`READY=1` around a SIGHUP reload, `STATUS=` lines
 //! for `systemctl status`, `STOPPING=1` on shutdown, and `WATCHDOG=1` keep-alives at half of
-//! `$WATCHDOG_USEC`. The keep-alives come from a task on the same runtime that serves HTTP and
-//! paces mesh probes, so a wedged runtime stops them and systemd restarts the service. Without
-//! `$NOTIFY_SOCKET` (not started by systemd) every call is a no-op.
+//! `$WATCHDOG_USEC` (every 1 ms at the most). The keep-alives come from a task
+//! ([`keep_watchdog_fed`]) on the same runtime that serves HTTP and paces mesh probes, so a
+//! wedged runtime stops them and systemd restarts the service. Sends never block that runtime.
+//! Without `$NOTIFY_SOCKET` (not started by systemd) every call is a no-op.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;

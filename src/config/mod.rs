@@ -3,7 +3,9 @@
 //! This module owns parsing and validation only: YAML text in, a [`Config`] or a [`ConfigError`]
 //! naming the file, module and field out. Unknown keys are errors (as in blackbox's
 //! `KnownFields(true)`); http/tcp/dns/grpc/unix/websocket modules load but are marked unsupported.
-//! Loading from disk and reloading live in [`store`]; Go durations in [`duration`].
+//! Loading from disk and reloading live in [`store`]; Go durations in [`duration`]; the `mesh:`
+//! section in [`mesh`], and its network selectors in [`network`]. Address families are
+//! [`crate::icmp::Family`], spelled `ip4`/`ip6` as blackbox does ([`ip_protocol_name`]).
 
 pub mod duration;
 pub mod mesh;

@@ -5,7 +5,9 @@
 //! dropped). The rule: ping a peer on every network both sides have, restricted to the chosen
 //! networks, using the peer's own address on that network. Standalone mode and the charm (for
 //! this unit, and the leader for every unit) call the same function. No I/O, no clocks, no
-//! randomness: the output depends only on the input set, not its order.
+//! randomness: the output depends only on the input set, not its order. The selectors are config
+//! vocabulary ([`crate::config::network`]); this module only matches them against its
+//! [`LocalNetwork`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
