@@ -1,5 +1,6 @@
 //! The ICMP engine: the vocabulary callers use ([`echo`]), wire format ([`packet`]), sockets
-//! ([`socket`], the engine's only `unsafe` code) behind the [`transport`] seam, the probe table
+//! ([`socket`], the engine's only `unsafe` code; `system.rs` registers them with Tokio) behind
+//! the [`transport`] seam, the probe table
 //! ([`table`]), receiving channels and their loop (`channel.rs`, `demux.rs`), the engine itself
 //! ([`pinger`]), and its counters ([`stats`]).
 //!
@@ -15,6 +16,7 @@ pub mod packet;
 pub mod pinger;
 pub mod socket;
 pub mod stats;
+mod system;
 mod table;
 pub mod transport;
 

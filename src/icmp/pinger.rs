@@ -22,7 +22,7 @@ use super::channel::{Channel, EngineCore};
 use super::demux;
 use super::echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
 use super::packet::{self, Family};
-use super::socket::endpoint::SystemTransport;
+use super::system::SystemTransport;
 use super::socket::{self, SocketKey, SocketKind};
 use super::stats::EngineStats;
 use super::table::{PendingProbe, ProbeKey};

@@ -2,7 +2,7 @@
 //! for a [`SocketKey`], and an endpoint sends, receives in batches, and reads its error queue.
 //!
 //! The engine (`pinger`, `demux`) talks only to these traits. Production uses the socket-backed
-//! [`super::socket::endpoint::SystemTransport`]; tests use the in-memory transport in `fake.rs`,
+//! [`super::system::SystemTransport`]; tests use the in-memory transport in `fake.rs`,
 //! so matching, duplicates, late replies, sequence exhaustion, truncation and ICMP errors are
 //! tested without root, in milliseconds. This module only defines the contract.
 
@@ -12,21 +12,12 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use super::socket::Role;
 use super::socket::SocketKey;
 use super::socket::receive::{QueuedError, ReceiveBatch};
 
 /// A boxed future borrowed from an endpoint (the traits stay object-safe).
 pub type Wait<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
-
-/// What an endpoint is opened for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sends, and receives the replies meant for it.
-    SendReceive,
-    /// Only sends (a raw socket bound to a source address or with DF set: the family's one
-    /// receiving raw socket reads its replies, so this one must receive nothing).
-    SendOnly,
-}
 
 /// Opens endpoints. One per process, shared by every probe.
 pub trait Transport: Send + Sync + 'static {

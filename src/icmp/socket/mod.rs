@@ -1,13 +1,12 @@
 //! ICMP socket creation, options, sending with a per-packet hop limit, and (in [`receive`])
-//! batched receive with control messages; [`endpoint`] wraps it all as the engine's
-//! [`super::transport::Transport`].
+//! batched receive with control messages. `super::system` wraps it all as the engine's
+//! production transport.
 //!
 //! This module owns every system call on an ICMP socket and is the only place in the engine
 //! allowed to use `unsafe`. It knows nothing about probes or matching; the demultiplexer does that.
 
 #![allow(unsafe_code)]
 
-pub mod endpoint;
 pub mod receive;
 
 use std::io;
@@ -18,7 +17,16 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::packet::Family;
-use super::transport::Role;
+
+/// What a socket is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends, and receives the replies meant for it.
+    SendReceive,
+    /// Only sends (a raw socket bound to a source address or with DF set: the family's one
+    /// receiving raw socket reads its replies, so this one must receive nothing).
+    SendOnly,
+}
 
 /// Which kind of ICMP socket a probe uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,6 +233,16 @@ fn set_icmp6_filter(fd: BorrowedFd<'_>, wanted: &[u8]) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Registers an opened socket with Tokio's reactor for reading, writing and error-queue events.
+pub fn register(socket: Socket) -> io::Result<tokio::io::unix::AsyncFd<Socket>> {
+    use tokio::io::Interest;
+    let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+    // SAFETY: socket2::Socket owns its descriptor and always returns the same one from
+    // as_raw_fd; it stays open until the AsyncFd (which owns the Socket) is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
+        .map_err(|error| error.into_parts().1)
 }
 
 /// Reads and clears a socket's pending asynchronous error (`SO_ERROR`).

@@ -1,7 +1,7 @@
 //! The production [`Transport`]: real ICMP sockets registered with Tokio's reactor.
 //!
-//! Owns the `AsyncFd` registration and readiness handling of each socket; the system calls
-//! themselves are in the parent module and [`super::receive`].
+//! Owns the readiness handling of each socket; the system calls themselves (and the one
+//! `unsafe` reactor registration) are in [`super::socket`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,9 +11,9 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::receive::{self, QueuedError, ReceiveBatch};
-use super::{SocketKey, SocketKind};
-use crate::icmp::transport::{Endpoint, Role, Transport, Wait};
+use super::socket::receive::{self, QueuedError, ReceiveBatch};
+use super::socket::{self, Role, SocketKey, SocketKind};
+use super::transport::{Endpoint, Transport, Wait};
 
 /// Opens real sockets (raw or ping) on the current Tokio runtime.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,16 +26,12 @@ struct SystemEndpoint {
 
 impl Transport for SystemTransport {
     fn open(&self, key: &SocketKey, role: Role) -> io::Result<Arc<dyn Endpoint>> {
-        let opened = super::open(key, role)?;
+        let opened = socket::open(key, role)?;
         let ident = match key.kind {
-            SocketKind::Dgram => Some(super::ping_socket_ident(&opened)?),
+            SocketKind::Dgram => Some(socket::ping_socket_ident(&opened)?),
             SocketKind::Raw => None,
         };
-        let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
-        // SAFETY: socket2::Socket owns its descriptor and always returns the same one from
-        // as_raw_fd; it stays open until the AsyncFd (which owns the Socket) is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(opened, interest) }
-            .map_err(|error| error.into_parts().1)?;
+        let fd = socket::register(opened)?;
         Ok(Arc::new(SystemEndpoint { fd, ident }))
     }
 }
@@ -46,7 +42,7 @@ impl Endpoint for SystemEndpoint {
     }
 
     fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()> {
-        super::send_to(self.fd.get_ref(), bytes, destination, ttl).map(|_| ())
+        socket::send_to(self.fd.get_ref(), bytes, destination, ttl).map(|_| ())
     }
 
     fn writable(&self) -> Wait<'_> {
@@ -77,6 +73,6 @@ impl Endpoint for SystemEndpoint {
     }
 
     fn take_error(&self) -> Option<io::Error> {
-        super::take_socket_error(self.fd.get_ref())
+        socket::take_socket_error(self.fd.get_ref())
     }
 }
