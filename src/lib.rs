@@ -8,6 +8,7 @@
 //! | [`config`] | the `modules:` file model, validation, Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
+//! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
@@ -32,6 +33,7 @@ pub mod expo;
 pub mod http;
 pub mod icmp;
 pub mod logging;
+pub mod lookup;
 pub mod mesh;
 pub mod ping_cli;
 pub mod privileges;

@@ -64,6 +64,10 @@ struct Cli {
     /// Most probes running at once; beyond it /probe answers 503 immediately.
     #[arg(long = "probe.max-concurrency", default_value_t = 10_000)]
     max_concurrent_probes: usize,
+    /// Most host-name lookups in flight; beyond it a probe of a name fails at once
+    /// (reason="resolution"). Each lookup has its own thread until getaddrinfo returns.
+    #[arg(long = "dns.max-concurrency", default_value_t = meshprobe::lookup::DEFAULT_MAX_CONCURRENCY)]
+    dns_max_concurrency: usize,
     /// Tokio worker threads. One thread serves about 60k probes/s; more only help on many cores.
     #[arg(long = "runtime.worker-threads", default_value_t = 1)]
     worker_threads: usize,
@@ -279,6 +283,7 @@ async fn serve(
             Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
         }
     }
+    meshprobe::lookup::set_max_concurrency(cli.dns_max_concurrency);
     let pinger = Pinger::new();
     let mesh = Mesh::start(pinger.clone(), store.current().mesh.clone());
     let state = Arc::new(AppState {

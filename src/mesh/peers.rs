@@ -7,7 +7,7 @@
 //! which of them to ping is `targets.rs`'s job.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::mesh::{PeerSources, TargetGroup, check_target_group};
@@ -96,7 +96,7 @@ impl PeerLoader {
         self.sources = sources;
     }
 
-    /// Re-reads changed files and re-resolves DNS names (on the blocking pool).
+    /// Re-reads changed files and re-resolves DNS names (on [`crate::lookup`]'s threads).
     pub async fn refresh(&mut self) -> PeerSnapshot {
         let mut errors = Vec::new();
         for path in self.sources.files.clone() {
@@ -105,20 +105,12 @@ impl PeerLoader {
             }
         }
         for dns in self.sources.dns.clone() {
-            let name = dns.name.clone();
-            let lookup = tokio::task::spawn_blocking(move || {
-                (name.as_str(), 0u16)
-                    .to_socket_addrs()
-                    .map(|addresses| addresses.map(|a| a.ip().to_canonical()).collect::<Vec<_>>())
-            })
-            .await;
-            match lookup {
-                Ok(Ok(mut addresses)) => {
+            match crate::lookup::lookup_host(&dns.name).await {
+                Ok(mut addresses) => {
                     addresses.sort();
                     addresses.dedup();
                     self.dns.insert(dns.name.clone(), addresses);
                 }
-                Ok(Err(error)) => errors.push(format!("peers DNS name {}: {error}", dns.name)),
                 Err(error) => errors.push(format!("peers DNS name {}: {error}", dns.name)),
             }
         }
