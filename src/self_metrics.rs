@@ -283,6 +283,7 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
         runtime.num_alive_tasks() as f64,
     );
     crate::lookup::render(&mut out);
+    crate::web::limits::render(&mut out);
     state.mesh.render(&mut out, flush);
     render_process(&mut out);
     out

@@ -5,11 +5,14 @@
 //! [`WebConfig`] or a [`WebConfigError`] naming the file and the field out; unknown keys are
 //! errors), the reloadable [`WebStore`], and [`guard`], which applies basic auth and the extra
 //! headers to each request. rustls settings live in [`tls`] (Go's setting names in
-//! `tls_names`), basic auth in [`auth`], and the per-connection transport (TLS or plain, the
-//! answer to plain HTTP on a TLS port) in [`conn`].
+//! `tls_names`), basic auth in [`auth`], the per-connection transport (TLS or plain, the
+//! answer to plain HTTP on a TLS port) in [`conn`], connection limits and timeouts in
+//! [`limits`], and binding and accepting in [`listener`].
 
 pub mod auth;
 pub mod conn;
+pub mod limits;
+pub mod listener;
 pub mod tls;
 mod tls_names;
 
