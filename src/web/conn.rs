@@ -38,8 +38,9 @@ where
     S::Future: Send + 'static,
 {
     let handshake_deadline = guard.header_deadline();
+    let client = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
     let stream = Tracked::new(stream, guard.state());
-    let service = TrackedService::new(service, guard.state());
+    let service = TrackedService::new(service, guard.state(), client);
     guard
         .watch(serve_stream(stream, handshake_deadline, web, service))
         .await;

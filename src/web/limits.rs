@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::IoSlice;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -386,28 +387,41 @@ impl Drop for Busy {
     }
 }
 
-/// A hyper service that marks its connection busy while each request is answered.
+/// The peer address of the connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// A hyper service that marks its connection busy while each request is answered, and tags
+/// each request with the connection's [`ClientAddr`].
 pub struct TrackedService<S> {
     inner: S,
     state: Arc<ConnState>,
+    client: Option<IpAddr>,
 }
 
 impl<S> TrackedService<S> {
-    pub fn new(inner: S, state: Arc<ConnState>) -> TrackedService<S> {
-        TrackedService { inner, state }
+    pub fn new(inner: S, state: Arc<ConnState>, client: Option<IpAddr>) -> TrackedService<S> {
+        TrackedService {
+            inner,
+            state,
+            client,
+        }
     }
 }
 
-impl<S, R> hyper::service::Service<R> for TrackedService<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for TrackedService<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        if let Some(client) = self.client {
+            request.extensions_mut().insert(ClientAddr(client));
+        }
         let busy = Busy::start(Arc::clone(&self.state));
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -172,3 +172,50 @@ pub fn closed_by_server(streams: &mut [TcpStream]) -> usize {
     }
     closed
 }
+
+/// One `Connection: close` exchange with 127.0.0.1:`port` from source address `source` (a
+/// 127.x address, so the exporter sees a different client), inside `namespace`.
+pub fn request_from(
+    namespace: &str,
+    source: &str,
+    port: u16,
+    request: String,
+) -> std::io::Result<HttpResponse> {
+    use std::io::{Read, Write};
+    let source: std::net::IpAddr = source
+        .parse()
+        .map_err(|_| std::io::Error::other("bad source address"))?;
+    in_namespace(namespace, move || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        super::parse_response(&raw)
+    })
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
