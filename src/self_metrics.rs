@@ -284,6 +284,7 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
     );
     crate::lookup::render(&mut out);
     crate::web::limits::render(&mut out);
+    crate::mesh::peers::render(&mut out);
     state.mesh.render(&mut out, flush);
     render_process(&mut out);
     out
