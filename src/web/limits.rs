@@ -27,8 +27,10 @@ use tokio::time::Instant;
 
 use crate::expo::{self, MetricType};
 
-/// The default `--web.max-connections` (the default `--probe.max-concurrency` needs as many).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default `--web.max-connections`. An idle connection costs 15–20 KiB (hyper's buffers,
+/// the task), so this bounds idle connections to about 80 MiB; probes in flight need one
+/// connection each, so a `--probe.max-concurrency` above it needs this raised too.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// The default `--web.read-header-timeout`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default `--web.idle-timeout`: longer than a one-minute scrape interval, so Prometheus
@@ -490,6 +492,7 @@ mod tests {
     #[test]
     fn the_connection_limit_leaves_room_for_other_descriptors() {
         assert_eq!(cap_to_open_files(10_000, Some(1024)), 960);
+        assert_eq!(cap_to_open_files(DEFAULT_MAX_CONNECTIONS, Some(65_536)), 4096);
         assert_eq!(cap_to_open_files(100, Some(1024)), 100);
         assert_eq!(cap_to_open_files(10_000, Some(10)), 1);
         assert_eq!(cap_to_open_files(10_000, None), 10_000);
