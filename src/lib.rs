@@ -18,7 +18,7 @@
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root, keeping only CAP_NET_RAW when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
-//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
+//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts |
 //!
 //! A probe's path: [`http`] parses `/probe?target=&module=` and computes the timeout with
 //! [`probe::probe_timeout`]; [`probe::run_icmp_probe`] resolves the target with [`resolve`], then

@@ -492,7 +492,10 @@ mod tests {
     #[test]
     fn the_connection_limit_leaves_room_for_other_descriptors() {
         assert_eq!(cap_to_open_files(10_000, Some(1024)), 960);
-        assert_eq!(cap_to_open_files(DEFAULT_MAX_CONNECTIONS, Some(65_536)), 4096);
+        assert_eq!(
+            cap_to_open_files(DEFAULT_MAX_CONNECTIONS, Some(65_536)),
+            4096
+        );
         assert_eq!(cap_to_open_files(100, Some(1024)), 100);
         assert_eq!(cap_to_open_files(10_000, Some(10)), 1);
         assert_eq!(cap_to_open_files(10_000, None), 10_000);
