@@ -339,7 +339,7 @@ async fn serve(
 /// hard limit at startup) so that connections cannot use up the descriptors.
 fn configure_connection_limits(cli: &Cli) {
     let nofile = limits::open_file_limit();
-    let max_connections = limits::cap_to_open_files(cli.max_connections, nofile);
+    let max_connections = limits::cap_to_open_files(cli.max_connections.max(1), nofile);
     if max_connections < cli.max_connections {
         tracing::warn!(
             requested = cli.max_connections,
