@@ -45,18 +45,11 @@ fn with_content_type(mut response: HttpResponse, content_type: &'static str) -> 
     response
 }
 
-/// Serves on `listener` until the process exits.
+/// Serves on `listener` until the process exits, under the limits of [`web::limits`].
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     loop {
-        let (stream, _peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let tls = || state.web.current().tls_enabled();
+        let (stream, guard) = web::listener::accept(&listener, tls).await;
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
@@ -69,7 +62,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
                 }
             });
             // TLS (when configured) and the HTTP/1.1 connection itself.
-            web::conn::serve_connection(stream, &connection_state.web, service).await;
+            web::conn::serve_connection(stream, guard, &connection_state.web, service).await;
         });
     }
 }

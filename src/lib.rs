@@ -9,6 +9,7 @@
 //! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation, Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
+//! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
@@ -19,7 +20,7 @@
 //! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
-//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth and extra headers, reloadable |
+//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts |
 //!
 //! Dependencies run one way: [`http`] and [`self_metrics`] → [`app`] → [`probe`], [`mesh`],
 //! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]. The v4/v6
@@ -51,6 +52,7 @@ pub mod expo;
 pub mod http;
 pub mod icmp;
 pub mod logging;
+pub mod lookup;
 pub mod mesh;
 pub mod ping_cli;
 pub mod privileges;

@@ -4,10 +4,10 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use meshprobe::app::{AppState, ExporterCounters};
@@ -22,8 +22,16 @@ use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::sys;
-use meshprobe::web::{WebConfig, WebStore};
+use meshprobe::web::{WebConfig, WebStore, limits, listener};
 use tokio::net::TcpListener;
+
+/// A Go duration above zero, for the timeout flags.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match meshprobe::config::duration::parse_go_duration(text)? {
+        duration if duration.is_zero() => Err("must be above 0".into()),
+        duration => Ok(duration),
+    }
+}
 
 /// blackbox_exporter-compatible ICMP exporter and peer mesh prober.
 #[derive(Debug, Parser)]
@@ -68,6 +76,22 @@ struct Cli {
     /// Most probes running at once; beyond it /probe answers 503 immediately.
     #[arg(long = "probe.max-concurrency", default_value_t = 10_000)]
     max_concurrent_probes: usize,
+    /// Most host-name lookups in flight; beyond it a probe of a name fails at once
+    /// (reason="resolution"). Each lookup has its own thread until getaddrinfo returns.
+    #[arg(long = "dns.max-concurrency", default_value_t = meshprobe::lookup::DEFAULT_MAX_CONCURRENCY)]
+    dns_max_concurrency: usize,
+    /// Most open HTTP connections, all listeners together (capped at the open-file limit minus
+    /// 64). At the limit the connection idle the longest is closed to admit a new one; when all
+    /// are busy, the new one gets 503.
+    #[arg(long = "web.max-connections", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers: from connecting (TLS handshake
+    /// included) or from the first byte of a later request on a kept-alive connection.
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = positive_duration)]
+    read_header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    #[arg(long = "web.idle-timeout", default_value = "2m", value_parser = positive_duration)]
+    idle_timeout: Duration,
     /// Tokio worker threads. One thread serves about 60k probes/s; more only help on many cores.
     #[arg(long = "runtime.worker-threads", default_value_t = 1)]
     worker_threads: usize,
@@ -183,7 +207,7 @@ fn run_server(cli: Cli) -> ExitCode {
             }
         };
         for address in addresses {
-            match bind(address) {
+            match listener::bind(address) {
                 Ok(listener) => listeners.push(listener),
                 Err(error) => {
                     tracing::error!(%address, %error, "Error listening on address");
@@ -235,19 +259,6 @@ fn check_config(cli: &Cli) -> ExitCode {
     }
 }
 
-fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = match std::net::TcpListener::bind(address) {
-        // ":port" means every address; fall back to IPv4 where IPv6 is unavailable.
-        Err(error) if address.ip().is_unspecified() && address.is_ipv6() => {
-            let v4 = SocketAddr::from(([0, 0, 0, 0], address.port()));
-            std::net::TcpListener::bind(v4).map_err(|_| error)?
-        }
-        result => result?,
-    };
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
 async fn serve(
     cli: Cli,
     store: ConfigStore,
@@ -262,6 +273,8 @@ async fn serve(
             Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
         }
     }
+    meshprobe::lookup::set_max_concurrency(cli.dns_max_concurrency);
+    configure_connection_limits(&cli);
     let pinger = Pinger::new();
     let mesh = Mesh::start(pinger.clone(), store.current().mesh.clone());
     let state = Arc::new(AppState {
@@ -306,6 +319,26 @@ async fn serve(
     notifier.stopping();
     tracing::info!("Received SIGTERM, exiting gracefully...");
     ExitCode::SUCCESS
+}
+
+/// Applies the connection flags, with the limit capped below the open-file limit (raised to its
+/// hard limit at startup) so that connections cannot use up the descriptors.
+fn configure_connection_limits(cli: &Cli) {
+    let nofile = limits::open_file_limit();
+    let max_connections = limits::cap_to_open_files(cli.max_connections.max(1), nofile);
+    if max_connections < cli.max_connections {
+        tracing::warn!(
+            requested = cli.max_connections,
+            max_connections,
+            open_file_limit = nofile.unwrap_or(0),
+            "--web.max-connections lowered to fit the open-file limit"
+        );
+    }
+    limits::configure(limits::Limits {
+        max_connections,
+        header_timeout: cli.read_header_timeout,
+        idle_timeout: cli.idle_timeout,
+    });
 }
 
 /// SIGHUP (systemd's `ExecReload`) reloads both config files; systemd sees the reload through

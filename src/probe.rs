@@ -16,7 +16,12 @@ use crate::resolve;
 /// Timeout when Prometheus sends no `X-Prometheus-Scrape-Timeout-Seconds` header.
 const DEFAULT_SCRAPE_TIMEOUT_SECONDS: f64 = 120.0;
 
-/// blackbox's `getTimeout`: min(module timeout, scrape timeout − offset), with its quirks.
+/// The longest a probe may wait: larger scrape-timeout headers and module timeouts are clamped
+/// to it, so no header can hold a concurrency slot for centuries or overflow a clock.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// blackbox's `getTimeout`: min(module timeout, scrape timeout − offset), with its quirks, at
+/// most [`MAX_PROBE_TIMEOUT`].
 pub fn probe_timeout(
     module_timeout: Duration,
     scrape_timeout_header: Option<&str>,
@@ -43,7 +48,9 @@ pub fn probe_timeout(
     } else {
         max
     };
-    Ok(Duration::from_secs_f64(seconds.max(0.0)))
+    // Checked: 1e308 does not fit a Duration, and 9.3e18 s would overflow an Instant.
+    let timeout = Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(MAX_PROBE_TIMEOUT);
+    Ok(timeout.min(MAX_PROBE_TIMEOUT))
 }
 
 /// Why an ICMP probe failed; the `reason` label of `probe_icmp_failure_reason`.
@@ -82,7 +89,7 @@ pub struct ReceivedIcmpError {
 }
 
 /// Everything a `/probe` response reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProbeOutcome {
     pub success: bool,
     pub duration: Duration,
@@ -190,22 +197,10 @@ pub async fn run_icmp_probe(
     log: &mut ProbeLog,
 ) -> Result<ProbeOutcome, NotAllowed> {
     let start = Instant::now();
-    let deadline = tokio::time::Instant::from_std(start + timeout);
+    let deadline = tokio::time::Instant::from_std(start + timeout.min(MAX_PROBE_TIMEOUT));
     let mut outcome = ProbeOutcome {
-        success: false,
-        duration: Duration::ZERO,
         timeout,
-        dns_lookup: Duration::ZERO,
-        resolve: Duration::ZERO,
-        setup: Duration::ZERO,
-        rtt: None,
-        hop_limit: None,
-        ip_protocol: 0,
-        ip_addr_hash: 0,
-        failure: None,
-        icmp_error: None,
-        kernel_timestamp: None,
-        socket_kind: None,
+        ..ProbeOutcome::default()
     };
     let settings = &module.icmp;
     let protocol = ip_protocol_name(settings.preferred_ip_protocol);
@@ -553,6 +548,12 @@ mod tests {
             probe_timeout(Duration::ZERO, Some("0.3"), 0.5),
             Ok(Duration::ZERO)
         );
+        for huge in ["1e308", "1e20", "1.9e19", "9.3e18", "1e10", "301"] {
+            let clamped = probe_timeout(Duration::ZERO, Some(huge), 0.5);
+            assert_eq!(clamped, Ok(MAX_PROBE_TIMEOUT), "{huge}");
+        }
+        let module_hour = probe_timeout(Duration::from_secs(3600), Some("1e9"), 0.0);
+        assert_eq!(module_hour, Ok(MAX_PROBE_TIMEOUT));
     }
 
     fn sample_outcome(success: bool) -> ProbeOutcome {

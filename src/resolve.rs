@@ -2,11 +2,12 @@
 //!
 //! Owns turning a `/probe` target string into one IP address: IP literals (IPv6 zones included)
 //! resolve without any lookup; hostnames go through the system resolver (getaddrinfo, so
-//! /etc/hosts and nsswitch apply) on the blocking pool, bounded by the probe deadline. Selection
+//! /etc/hosts and nsswitch apply) on [`crate::lookup`]'s bounded threads, bounded by the probe
+//! deadline. Selection
 //! follows blackbox_exporter: the first address of the preferred family in resolver order, else
 //! (with fallback) the last address seen. Also owns blackbox's FNV-1a address hash.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 
 use crate::icmp::Family;
 
@@ -101,15 +102,9 @@ pub async fn resolve(
         }
         return Ok(ResolvedTarget { address, scope_id });
     }
-    let host = target.to_string();
-    let lookup = tokio::task::spawn_blocking(move || {
-        (host.as_str(), 0u16)
-            .to_socket_addrs()
-            .map(|addresses| addresses.map(|a| a.ip().to_canonical()).collect::<Vec<_>>())
-    })
-    .await
-    .map_err(|e| format!("lookup {target}: resolver task failed: {e}"))?;
-    let addresses = lookup.map_err(|e| format!("lookup {target}: {e}"))?;
+    let addresses = crate::lookup::lookup_host(target)
+        .await
+        .map_err(|e| format!("lookup {target}: {e}"))?;
     select_address(target, &addresses, preferred, fallback).map(|address| ResolvedTarget {
         address,
         scope_id: 0,

@@ -244,6 +244,9 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
         MetricType::Gauge,
         runtime.num_alive_tasks() as f64,
     );
+    crate::lookup::render(&mut out);
+    crate::web::limits::render(&mut out);
+    crate::mesh::peers::render(&mut out);
     state.mesh.render(&mut out, flush);
     render_process(&mut out);
     out

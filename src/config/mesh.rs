@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{format_go_duration, parse_go_duration};
@@ -18,6 +19,16 @@ use crate::icmp::packet::MAX_PAYLOAD_SIZE;
 
 /// Labels meshprobe sets itself on every mesh series.
 pub const RESERVED_LABELS: [&str; 4] = ["peer", "network", "address", "ip_protocol"];
+/// Label names no peer entry or `mesh.labels` may use: the histogram's `le`, `quantile` (which
+/// Prometheus gives a meaning), `meshprobe_mesh_errors_total`'s `type`, and the two labels
+/// meshprobe computes per target. Any of them would repeat a label on some series, and
+/// Prometheus then rejects the whole scrape.
+pub const SERIES_LABELS: [&str; 5] = ["le", "quantile", "type", "address", "ip_protocol"];
+
+/// Default `mesh.peers.max_file_bytes`: larger peer files are refused unread.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 8 << 20;
+/// Default `mesh.peers.max_targets`: the most addresses one peer file may list.
+pub const DEFAULT_MAX_TARGETS: usize = 20_000;
 
 /// A Prometheus file_sd target group: addresses plus labels (`peer` required, `network` optional).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -37,8 +48,8 @@ pub struct DnsPeer {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Where peers come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Where peers come from, and the bounds on what is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerSources {
     #[serde(rename = "static", skip_serializing_if = "Vec::is_empty")]
     pub static_groups: Vec<TargetGroup>,
@@ -46,6 +57,26 @@ pub struct PeerSources {
     pub files: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<DnsPeer>,
+    /// A peer file larger than this is refused without being read.
+    pub max_file_bytes: u64,
+    /// A peer file listing more addresses than this is refused.
+    pub max_targets: usize,
+    /// The config's top-level `allowed_targets` (empty = any): peers outside it are not probed.
+    #[serde(skip)]
+    pub allowed_targets: Vec<IpNet>,
+}
+
+impl Default for PeerSources {
+    fn default() -> Self {
+        PeerSources {
+            static_groups: Vec::new(),
+            files: Vec::new(),
+            dns: Vec::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_targets: DEFAULT_MAX_TARGETS,
+            allowed_targets: Vec::new(),
+        }
+    }
 }
 
 /// The validated `mesh:` section.
@@ -94,6 +125,8 @@ struct RawPeers {
     files: Vec<PathBuf>,
     #[serde(default)]
     dns: Vec<DnsPeer>,
+    max_file_bytes: Option<u64>,
+    max_targets: Option<usize>,
 }
 
 fn duration_field(
@@ -122,7 +155,21 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one file_sd-style group: addresses only, `peer` label present, label names valid.
+/// A label name a peer entry may carry: valid, and none of [`SERIES_LABELS`].
+pub fn check_peer_label_name(name: &str) -> Result<(), String> {
+    check_label_name(name)?;
+    if SERIES_LABELS.contains(&name) {
+        return Err(format!(
+            "label {name:?} is reserved: meshprobe's series carry it already (reserved: {}); \
+             rename it",
+            SERIES_LABELS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one file_sd-style group: addresses only, `peer` label present, label names valid
+/// and not reserved.
 pub fn check_target_group(group: &TargetGroup) -> Result<(), String> {
     for target in &group.targets {
         target.parse::<IpAddr>().map_err(|_| {
@@ -139,7 +186,7 @@ pub fn check_target_group(group: &TargetGroup) -> Result<(), String> {
         }
     }
     for name in group.labels.keys() {
-        check_label_name(name)?;
+        check_peer_label_name(name)?;
     }
     Ok(())
 }
@@ -222,23 +269,33 @@ impl RawMesh {
             );
         }
         for name in self.labels.keys() {
-            check_label_name(name).map_err(|e| format!("field \"mesh.labels\": {e}"))?;
+            check_peer_label_name(name).map_err(|e| format!("field \"mesh.labels\": {e}"))?;
             if RESERVED_LABELS.contains(&name.as_str()) {
                 return Err(format!(
                     "field \"mesh.labels\": {name:?} is set by meshprobe itself"
                 ));
             }
         }
-        for group in &self.peers.static_groups {
-            check_target_group(group).map_err(|e| format!("field \"mesh.peers.static\": {e}"))?;
+        for (index, group) in self.peers.static_groups.iter().enumerate() {
+            check_target_group(group)
+                .map_err(|e| format!("field \"mesh.peers.static\": entry {}: {e}", index + 1))?;
         }
         for dns in &self.peers.dns {
             crate::resolve::check_target_syntax(&dns.name)
                 .map_err(|e| format!("field \"mesh.peers.dns\": {e}"))?;
             // `peer` is optional here: it defaults to the DNS name.
             for name in dns.labels.keys() {
-                check_label_name(name).map_err(|e| format!("field \"mesh.peers.dns\": {e}"))?;
+                check_peer_label_name(name)
+                    .map_err(|e| format!("field \"mesh.peers.dns\": {e}"))?;
             }
+        }
+        let max_file_bytes = self.peers.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES);
+        if max_file_bytes == 0 {
+            return Err("field \"mesh.peers.max_file_bytes\": must be above 0".into());
+        }
+        let max_targets = self.peers.max_targets.unwrap_or(DEFAULT_MAX_TARGETS);
+        if max_targets == 0 {
+            return Err("field \"mesh.peers.max_targets\": must be above 0".into());
         }
         let refresh_interval = duration_field(
             "refresh_interval",
@@ -260,6 +317,9 @@ impl RawMesh {
                 static_groups: self.peers.static_groups,
                 files: self.peers.files,
                 dns: self.peers.dns,
+                max_file_bytes,
+                max_targets,
+                allowed_targets: Vec::new(),
             },
             refresh_interval,
         })
@@ -376,6 +436,20 @@ mesh:
             ("buckets: [0.1, 0.01]", "mesh.buckets"),
             ("labels: {peer: x}", "mesh.labels"),
             ("labels: {\"bad-name\": x}", "mesh.labels"),
+            ("labels: {le: x}", "mesh.labels"),
+            ("labels: {quantile: x}", "mesh.labels"),
+            ("labels: {type: x}", "mesh.labels"),
+            ("labels: {__meta: x}", "mesh.labels"),
+            (
+                "peers: {static: [{targets: [198.18.0.2], labels: {peer: b, le: x}}]}",
+                "mesh.peers.static\": entry 1",
+            ),
+            (
+                "peers: {dns: [{name: a.test, labels: {type: x}}]}",
+                "mesh.peers.dns",
+            ),
+            ("peers: {max_targets: 0}", "mesh.peers.max_targets"),
+            ("peers: {max_file_bytes: -1}", "max_file_bytes"),
             (
                 "peers: {static: [{targets: [198.18.0.2]}]}",
                 "mesh.peers.static",
@@ -412,8 +486,12 @@ mod example_tests {
         assert!(config.mesh.is_some());
         let peers = root.join("config/peers.example.json");
         let text = std::fs::read_to_string(&peers).expect("config/peers.example.json");
-        let groups =
-            crate::mesh::peers::parse_file_sd(&text, &peers).expect("example peers file is valid");
+        let limits = crate::mesh::peers::FileLimits {
+            max_bytes: super::DEFAULT_MAX_FILE_BYTES,
+            max_targets: super::DEFAULT_MAX_TARGETS,
+        };
+        let groups = crate::mesh::peers::parse_file_sd(text.as_bytes(), &peers, limits)
+            .expect("example peers file is valid");
         assert_eq!(groups.len(), 3);
     }
 }

@@ -221,10 +221,14 @@ impl Config {
         }
         let allowed_targets = parse_networks(&raw.allowed_targets)
             .map_err(|message| error(format!("field \"allowed_targets\": {message}")))?;
-        let mesh = match raw.mesh {
+        let mut mesh = match raw.mesh {
             Some(raw_mesh) => Some(raw_mesh.validate().map_err(error)?),
             None => None,
         };
+        // The top-level allow-list applies to mesh peers too.
+        if let Some(mesh) = &mut mesh {
+            mesh.peers.allowed_targets = allowed_targets.clone();
+        }
         Ok(Config {
             modules,
             allowed_targets,

@@ -22,9 +22,9 @@ use super::channel::{Channel, EngineCore};
 use super::demux;
 use super::echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
 use super::packet::{self, Family};
-use super::system::SystemTransport;
 use super::socket::{self, SocketKey, SocketKind};
 use super::stats::EngineStats;
+use super::system::SystemTransport;
 use super::table::{PendingProbe, ProbeKey};
 use super::transport::{Endpoint, Role, Transport};
 

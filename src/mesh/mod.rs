@@ -1,7 +1,9 @@
-//! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
+//! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure); [`peers`]
+//! reads the peer sources (files through `peer_file.rs`, read defensively).
 pub mod discovery;
 pub mod page;
 pub mod palette;
+mod peer_file;
 pub mod peers;
 pub mod plan;
 pub mod runner;

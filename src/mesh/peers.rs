@@ -1,16 +1,30 @@
 //! Peer sources: static target groups, watched file_sd files (JSON or YAML), and DNS names
 //! expanded to all their A/AAAA records.
 //!
-//! Owns reading and re-reading them. [`PeerLoader::refresh`] re-reads a file only when its
-//! content changed, keeps the last good content of a file that became unreadable or invalid (and
-//! reports why), and re-resolves DNS names. It produces a flat list of [`PeerEntry`]s; deciding
-//! which of them to ping is `targets.rs`'s job.
+//! Owns re-reading them and the one place where peer entries are made: [`PeerLoader::refresh`]
+//! reads the files off the runtime thread (each through `peer_file.rs`, which decides when a
+//! file's content may replace the last good one), re-resolves DNS names on
+//! [`crate::lookup`]'s threads, cleans every label value (control and bidi characters removed,
+//! at most [`MAX_LABEL_VALUE_CHARS`] characters), drops entries outside the config's top-level
+//! `allowed_targets`, and logs each refusal or rewrite once per change. It produces a flat list
+//! of [`PeerEntry`]s; deciding which of them to ping is `targets.rs`'s job.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::mesh::{PeerSources, TargetGroup, check_target_group};
+use super::peer_file::{Event, WatchedFile};
+use crate::config::mesh::{PeerSources, TargetGroup};
+use crate::expo::{self, MetricType};
+
+pub use super::peer_file::{FileLimits, parse_file_sd};
+
+/// Label values (peer names above all) are cut to this many characters.
+pub const MAX_LABEL_VALUE_CHARS: usize = 128;
+
+/// Entries refused at the last refresh because their address is outside `allowed_targets`.
+static NOT_ALLOWED: AtomicUsize = AtomicUsize::new(0);
 
 /// One address of one peer, with its labels (`peer` always set; `network` optional).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,38 +39,48 @@ impl PeerEntry {
     }
 }
 
-/// Parses a Prometheus file_sd document: a list of `{targets: [...], labels: {...}}` groups, as
-/// JSON (by `.json` extension or a leading `[`) or YAML.
-pub fn parse_file_sd(text: &str, path: &Path) -> Result<Vec<TargetGroup>, String> {
-    let is_json =
-        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('[');
-    let groups: Vec<TargetGroup> = if text.trim().is_empty() {
-        Vec::new()
-    } else if is_json {
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?
-    } else {
-        serde_saphyr::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?
-    };
-    for group in &groups {
-        check_target_group(group)?;
-    }
-    Ok(groups)
+/// Characters that render invisibly or reorder text: C0/C1 controls (NUL included), bidi
+/// embeddings, overrides, isolates and marks, zero-width characters and the BOM.
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}')
+        || matches!(c, '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-fn entries_of(groups: &[TargetGroup]) -> impl Iterator<Item = PeerEntry> + '_ {
-    groups.iter().flat_map(|group| {
-        group.targets.iter().filter_map(move |target| {
-            target.parse::<IpAddr>().ok().map(|address| PeerEntry {
-                address: address.to_canonical(),
-                labels: group.labels.clone(),
-            })
-        })
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     })
 }
 
-struct FileState {
-    content: String,
-    groups: Vec<TargetGroup>,
+/// `value` without hidden characters and at most [`MAX_LABEL_VALUE_CHARS`] long (a cut value
+/// ends in `~` and a hash of the whole, so two long names stay apart); `None` if it is fine.
+pub fn clean_label_value(value: &str) -> Option<String> {
+    let visible: String = value.chars().filter(|c| !is_hidden(*c)).collect();
+    let cleaned = if visible.chars().count() > MAX_LABEL_VALUE_CHARS {
+        let head: String = visible.chars().take(MAX_LABEL_VALUE_CHARS - 9).collect();
+        format!("{head}~{:08x}", fnv1a(value))
+    } else {
+        visible
+    };
+    (cleaned != value).then_some(cleaned)
+}
+
+/// Cleans every label value of an entry; returns whether any changed. A peer name with
+/// nothing visible left becomes `peer-<hash>`.
+fn clean_labels(labels: &mut BTreeMap<String, String>) -> bool {
+    let mut changed = false;
+    for (name, value) in labels.iter_mut() {
+        if let Some(cleaned) = clean_label_value(value) {
+            *value = if cleaned.is_empty() && name == "peer" {
+                format!("peer-{:08x}", fnv1a(value))
+            } else {
+                cleaned
+            };
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// The result of one refresh.
@@ -64,18 +88,25 @@ struct FileState {
 pub struct PeerSnapshot {
     /// Sorted and deduplicated.
     pub entries: Vec<PeerEntry>,
-    /// Problems with individual sources; their last good content is still in `entries`.
+    /// Sources that are refused now; their last good content is still in `entries`.
     pub errors: Vec<String>,
+    /// The members of `errors` that were not there at the previous refresh: log these, so a
+    /// broken file is reported once per change rather than at every refresh.
+    pub new_errors: Vec<String>,
     /// True when `entries` differ from the previous refresh.
     pub changed: bool,
+    /// Entries left out because their address is outside `allowed_targets`.
+    pub not_allowed: usize,
 }
 
 /// Loads peers from their sources, remembering what it last saw.
 pub struct PeerLoader {
     sources: PeerSources,
-    files: HashMap<PathBuf, FileState>,
+    files: HashMap<PathBuf, WatchedFile>,
     dns: HashMap<String, Vec<IpAddr>>,
     last: Vec<PeerEntry>,
+    /// Errors and notices of the previous refresh (each is logged when it first appears).
+    reported: BTreeSet<String>,
 }
 
 impl PeerLoader {
@@ -85,6 +116,7 @@ impl PeerLoader {
             files: HashMap::new(),
             dns: HashMap::new(),
             last: Vec::new(),
+            reported: BTreeSet::new(),
         }
     }
 
@@ -96,36 +128,27 @@ impl PeerLoader {
         self.sources = sources;
     }
 
-    /// Re-reads changed files and re-resolves DNS names (on the blocking pool).
+    /// Re-reads changed files (on the blocking pool) and re-resolves DNS names.
     pub async fn refresh(&mut self) -> PeerSnapshot {
         let mut errors = Vec::new();
-        for path in self.sources.files.clone() {
-            if let Err(error) = self.refresh_file(&path) {
-                errors.push(format!("peers file {}: {error}", path.display()));
-            }
-        }
+        let mut notices = Vec::new();
+        self.refresh_files(&mut errors, &mut notices).await;
         for dns in self.sources.dns.clone() {
-            let name = dns.name.clone();
-            let lookup = tokio::task::spawn_blocking(move || {
-                (name.as_str(), 0u16)
-                    .to_socket_addrs()
-                    .map(|addresses| addresses.map(|a| a.ip().to_canonical()).collect::<Vec<_>>())
-            })
-            .await;
-            match lookup {
-                Ok(Ok(mut addresses)) => {
+            match crate::lookup::lookup_host(&dns.name).await {
+                Ok(mut addresses) => {
                     addresses.sort();
                     addresses.dedup();
                     self.dns.insert(dns.name.clone(), addresses);
                 }
-                Ok(Err(error)) => errors.push(format!("peers DNS name {}: {error}", dns.name)),
                 Err(error) => errors.push(format!("peers DNS name {}: {error}", dns.name)),
             }
         }
-        let mut entries: Vec<PeerEntry> = entries_of(&self.sources.static_groups).collect();
+        let mut raw: Vec<(String, IpAddr, BTreeMap<String, String>)> = Vec::new();
+        add_groups(&mut raw, "mesh.peers.static", &self.sources.static_groups);
         for path in &self.sources.files {
-            if let Some(state) = self.files.get(path) {
-                entries.extend(entries_of(&state.groups));
+            if let Some(file) = self.files.get(path) {
+                let source = format!("peers file {}", path.display());
+                add_groups(&mut raw, &source, file.groups());
             }
         }
         for dns in &self.sources.dns {
@@ -134,115 +157,175 @@ impl PeerLoader {
                 .entry("peer".into())
                 .or_insert_with(|| dns.name.clone());
             for address in self.dns.get(&dns.name).into_iter().flatten() {
-                entries.push(PeerEntry {
-                    address: *address,
-                    labels: labels.clone(),
-                });
+                raw.push((
+                    format!("peers DNS name {}", dns.name),
+                    *address,
+                    labels.clone(),
+                ));
             }
         }
+        let (mut entries, not_allowed) = self.admit(raw, &mut notices);
+        NOT_ALLOWED.store(not_allowed, Ordering::Relaxed);
         entries.sort();
         entries.dedup();
         let changed = entries != self.last;
         self.last = entries.clone();
+        let current: BTreeSet<String> = errors.iter().chain(&notices).cloned().collect();
+        let new_errors = errors
+            .iter()
+            .filter(|e| !self.reported.contains(*e))
+            .cloned()
+            .collect();
+        for notice in notices.iter().filter(|n| !self.reported.contains(*n)) {
+            tracing::warn!(%notice, "mesh peers");
+        }
+        self.reported = current;
         PeerSnapshot {
             entries,
             errors,
+            new_errors,
             changed,
+            not_allowed,
         }
     }
 
-    fn refresh_file(&mut self, path: &Path) -> Result<(), String> {
-        let content = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        if self
-            .files
-            .get(path)
-            .is_some_and(|state| state.content == content)
-        {
-            return Ok(());
+    /// Reads the files on the blocking pool, so a slow disk or a huge file never holds up the
+    /// runtime thread that serves HTTP and sends probes.
+    async fn refresh_files(&mut self, errors: &mut Vec<String>, notices: &mut Vec<String>) {
+        let paths = self.sources.files.clone();
+        let limits = FileLimits::of(&self.sources);
+        let mut files = std::mem::take(&mut self.files);
+        let work = tokio::task::spawn_blocking(move || {
+            let events: Vec<(PathBuf, Event)> = paths
+                .into_iter()
+                .map(|path| {
+                    let event = files
+                        .entry(path.clone())
+                        .or_default()
+                        .refresh(&path, limits);
+                    (path, event)
+                })
+                .collect();
+            (files, events)
+        });
+        let events = match work.await {
+            Ok((files, events)) => {
+                self.files = files;
+                events
+            }
+            Err(error) => {
+                errors.push(format!("peer files: the reading task failed: {error}"));
+                Vec::new()
+            }
+        };
+        for (path, event) in events {
+            if let Event::AwaitingConfirmation { before, after } = event {
+                notices.push(format!(
+                    "peers file {}: the new content has {after} targets instead of {before}; \
+                     applied only if the next refresh reads it unchanged",
+                    path.display()
+                ));
+            }
         }
-        let groups = parse_file_sd(&content, path)?;
-        self.files
-            .insert(path.to_path_buf(), FileState { content, groups });
-        Ok(())
+        for path in &self.sources.files {
+            if let Some(problem) = self.files.get(path).and_then(WatchedFile::problem) {
+                errors.push(format!("peers file {}: {problem}", path.display()));
+            }
+        }
     }
+
+    /// Makes the entries: cleans their labels and drops those outside `allowed_targets`,
+    /// with a notice per source for each. Also returns how many were dropped.
+    fn admit(
+        &self,
+        raw: Vec<(String, IpAddr, BTreeMap<String, String>)>,
+        notices: &mut Vec<String>,
+    ) -> (Vec<PeerEntry>, usize) {
+        let allowed = &self.sources.allowed_targets;
+        let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut cleaned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut entries = Vec::with_capacity(raw.len());
+        for (source, address, mut labels) in raw {
+            let original = labels.get("peer").cloned().unwrap_or_default();
+            if clean_labels(&mut labels) {
+                cleaned.entry(source.clone()).or_default().push(original);
+            }
+            if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&address)) {
+                let peer = labels.get("peer").cloned().unwrap_or_default();
+                refused
+                    .entry(source)
+                    .or_default()
+                    .push(format!("{peer} {address}"));
+                continue;
+            }
+            entries.push(PeerEntry { address, labels });
+        }
+        let not_allowed = refused.values().map(Vec::len).sum();
+        for (source, list) in refused {
+            notices.push(format!(
+                "{source}: {} not probed, outside allowed_targets: {}",
+                plural(list.len(), "entry", "entries"),
+                sample(&list)
+            ));
+        }
+        for (source, list) in cleaned {
+            notices.push(format!(
+                "{source}: {} had control or bidi characters removed or were cut to {} \
+                 characters: {}",
+                plural(list.len(), "entry's labels", "entries' labels"),
+                MAX_LABEL_VALUE_CHARS,
+                sample(&list)
+            ));
+        }
+        (entries, not_allowed)
+    }
+}
+
+fn add_groups(
+    raw: &mut Vec<(String, IpAddr, BTreeMap<String, String>)>,
+    source: &str,
+    groups: &[TargetGroup],
+) {
+    for group in groups {
+        for target in &group.targets {
+            if let Ok(address) = target.parse::<IpAddr>() {
+                let address = address.to_canonical();
+                raw.push((source.to_string(), address, group.labels.clone()));
+            }
+        }
+    }
+}
+
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// The first few items, escaped (they may hold the very characters being removed).
+fn sample(items: &[String]) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .take(5)
+        .map(|item| format!("{:?}", item.chars().take(40).collect::<String>()))
+        .collect();
+    let more = items.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Appends the peer-source families to `/metrics`.
+pub fn render(out: &mut String) {
+    expo::single(
+        out,
+        "meshprobe_mesh_peers_not_allowed",
+        "Peer entries (addresses) not probed at the last refresh because they are outside the config's top-level allowed_targets.",
+        MetricType::Gauge,
+        NOT_ALLOWED.load(Ordering::Relaxed) as f64,
+    );
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write");
-        path
-    }
-
-    #[tokio::test]
-    async fn files_are_reread_on_change_and_bad_content_keeps_the_last_good() {
-        let dir = std::env::temp_dir().join(format!("meshprobe-peers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let json = write(
-            &dir,
-            "peers.json",
-            r#"[{"targets": ["198.18.0.2"], "labels": {"peer": "b"}}]"#,
-        );
-        let yaml = write(
-            &dir,
-            "peers.yml",
-            "- targets: [\"2001:2::3\"]\n  labels: {peer: c, network: lab}\n",
-        );
-        let mut loader = PeerLoader::new(PeerSources {
-            files: vec![json.clone(), yaml.clone()],
-            ..PeerSources::default()
-        });
-        let first = loader.refresh().await;
-        assert!(first.errors.is_empty(), "{:?}", first.errors);
-        assert!(first.changed);
-        let peers: Vec<&str> = first.entries.iter().map(PeerEntry::peer).collect();
-        assert_eq!(peers, ["b", "c"]);
-        assert_eq!(first.entries[1].labels["network"], "lab");
-        assert!(!loader.refresh().await.changed);
-
-        write(
-            &dir,
-            "peers.json",
-            r#"[{"targets": ["198.18.0.2", "198.18.0.4"], "labels": {"peer": "b"}}]"#,
-        );
-        let grown = loader.refresh().await;
-        assert!(grown.changed);
-        assert_eq!(grown.entries.len(), 3);
-
-        write(
-            &dir,
-            "peers.json",
-            "[{\"targets\": [\"not-an-ip\"], \"labels\": {\"peer\": \"b\"}}]",
-        );
-        let broken = loader.refresh().await;
-        assert_eq!(broken.errors.len(), 1, "{:?}", broken.errors);
-        assert!(broken.errors[0].contains("not-an-ip"));
-        assert_eq!(broken.entries.len(), 3, "the last good content stays");
-        assert!(!broken.changed);
-
-        std::fs::remove_file(&json).expect("remove");
-        let missing = loader.refresh().await;
-        assert_eq!(missing.errors.len(), 1);
-        assert_eq!(missing.entries.len(), 3);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn file_sd_requires_peer_labels_and_addresses() {
-        let path = Path::new("x.json");
-        assert!(parse_file_sd("[{\"targets\": [\"198.18.0.1\"]}]", path).is_err());
-        assert!(
-            parse_file_sd(
-                "[{\"targets\": [\"198.18.0.1:9100\"], \"labels\": {\"peer\": \"a\"}}]",
-                path
-            )
-            .is_err()
-        );
-        assert!(parse_file_sd("{\"targets\": []}", path).is_err());
-        assert_eq!(parse_file_sd("", path), Ok(Vec::new()));
-        assert_eq!(parse_file_sd("[]", path), Ok(Vec::new()));
-    }
-}
+#[path = "peers_tests.rs"]
+mod tests;

@@ -133,7 +133,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             last_sources = Some(mesh_config.peers.clone());
         }
         let snapshot = loader.refresh().await;
-        for error in &snapshot.errors {
+        for error in &snapshot.new_errors {
             tracing::warn!(%error, "mesh peer source problem; keeping its last good content");
         }
         let networks = local_networks(DiscoveryOptions::default()).unwrap_or_else(|error| {

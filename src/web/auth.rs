@@ -1,12 +1,20 @@
 //! HTTP basic auth against `basic_auth_users` (bcrypt hashes), as exporter-toolkit does it.
 //!
-//! Owns hash validation at load, parsing the `Authorization` header, the bcrypt check (on the
-//! blocking pool, at most one per core at a time), a cache of successful checks so that steady
-//! scrapes do not pay bcrypt every time, and the 401 answer. Unknown users are checked against
-//! a hash of the same cost as the real ones, so response time does not tell which users exist.
+//! Owns hash validation at load, parsing the `Authorization` header, the bcrypt check, caches
+//! of successful and failed checks so that steady scrapes (and repeated wrong passwords) do not
+//! pay bcrypt every time, and the 401 answer. Unknown users are checked against a hash of the
+//! same cost as the real ones, so response time does not tell which users exist.
+//!
+//! bcrypt is bounded, because unauthenticated clients choose how much of it to cause: checks
+//! run on the blocking pool at most [`bcrypt_slots`] at a time (half the cores, at least one),
+//! concurrent requests with the same credentials share one check, each client address may have
+//! one check of its own pending, and at most [`MAX_WAITING`] checks wait for a slot. A request
+//! beyond those bounds is answered at once with 429 ([`Verdict::Busy`]) instead of queueing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -16,9 +24,29 @@ use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-/// Most cached successful checks; the cache is emptied when it is full (bcrypt ignores bytes
-/// past the 72nd, so one valid password has endless variants that would otherwise pile up).
+/// Most cached successful (and, separately, failed) checks; a cache is emptied when it is full
+/// (bcrypt ignores bytes past the 72nd, so one valid password has endless variants that would
+/// otherwise pile up).
 const CACHE_CAPACITY: usize = 1024;
+/// Most checks waiting for a bcrypt slot; beyond it a new check is answered 429 at once.
+pub const MAX_WAITING: usize = 16;
+
+/// How many bcrypt checks run at once: half the cores, so the runtime thread keeps one.
+pub fn bcrypt_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// The outcome of an auth check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    /// Too many checks pending (from this client, or in all): answer 429, check nothing.
+    Busy,
+}
+
+/// A check in progress that others with the same credentials wait for.
+type Pending = Arc<tokio::sync::OnceCell<bool>>;
 
 /// Basic auth for one loaded web config.
 pub struct BasicAuth {
@@ -29,9 +57,22 @@ pub struct BasicAuth {
     dummy_hash: String,
     /// Digests of (user, password) pairs that passed bcrypt.
     cache: Mutex<HashSet<[u8; 32]>>,
+    /// Digests of pairs that failed it.
+    failures: Mutex<HashSet<[u8; 32]>>,
     /// Random per-config key mixed into the digests, so the cache holds no plain password hash.
     cache_key: [u8; 32],
     bcrypt_slots: Arc<Semaphore>,
+    /// Checks waiting for a slot.
+    waiting: AtomicUsize,
+    /// Checks in progress, by digest, and the client addresses that started them.
+    pending: Mutex<PendingChecks>,
+}
+
+/// Checks in progress: by credentials digest, and which client addresses started one.
+#[derive(Default)]
+struct PendingChecks {
+    by_digest: HashMap<[u8; 32], Pending>,
+    clients: HashSet<Option<IpAddr>>,
 }
 
 impl BasicAuth {
@@ -59,13 +100,15 @@ impl BasicAuth {
         random
             .fill(&mut cache_key)
             .map_err(|_| "basic_auth_users: no system randomness available".to_string())?;
-        let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(BasicAuth {
             users: checked,
             dummy_hash: dummy.map(|(_, hash)| hash).unwrap_or_default(),
             cache: Mutex::new(HashSet::new()),
+            failures: Mutex::new(HashSet::new()),
             cache_key,
-            bcrypt_slots: Arc::new(Semaphore::new(slots)),
+            bcrypt_slots: Arc::new(Semaphore::new(bcrypt_slots())),
+            waiting: AtomicUsize::new(0),
+            pending: Mutex::new(PendingChecks::default()),
         })
     }
 
@@ -73,43 +116,74 @@ impl BasicAuth {
         self.users.len()
     }
 
-    /// True when the request carries the name and password of a configured user.
-    pub async fn check(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request carries the name and password of a configured user; `client` is
+    /// the connection's peer address (one pending check of its own per address).
+    pub async fn check(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Verdict {
         let Some((user, password)) = headers.get(AUTHORIZATION).and_then(parse_basic) else {
-            return false;
+            return Verdict::Denied;
         };
         let known = std::str::from_utf8(&user)
             .ok()
             .and_then(|name| self.users.get(name));
         let digest = self.digest(&user, &password);
-        if known.is_some() && self.lock_cache().contains(&digest) {
-            return true;
+        if known.is_some() && lock(&self.cache).contains(&digest) {
+            return Verdict::Allowed;
         }
-        let hash = known.unwrap_or(&self.dummy_hash).clone();
-        let Ok(slot) = Arc::clone(&self.bcrypt_slots).acquire_owned().await else {
-            return false;
+        if lock(&self.failures).contains(&digest) {
+            return Verdict::Denied;
+        }
+        let (pending, started) = {
+            let mut guard = lock(&self.pending);
+            let PendingChecks { by_digest, clients } = &mut *guard;
+            match by_digest.get(&digest) {
+                Some(pending) => (Arc::clone(pending), None),
+                None => {
+                    let waiting = self.waiting.load(Ordering::Relaxed);
+                    if waiting >= MAX_WAITING || !clients.insert(client) {
+                        return Verdict::Busy;
+                    }
+                    let pending = Pending::default();
+                    by_digest.insert(digest, Arc::clone(&pending));
+                    let started = Started {
+                        auth: self,
+                        digest,
+                        client,
+                    };
+                    (pending, Some(started))
+                }
+            }
         };
-        let matched = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            bcrypt::verify(&password, &hash).unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let hash = known.unwrap_or(&self.dummy_hash).clone();
+        let matched = *pending.get_or_init(|| self.bcrypt(password, hash)).await;
         let ok = matched && known.is_some();
-        if ok {
-            let mut cache = self.lock_cache();
+        if started.is_some() {
+            let mut cache = lock(if ok { &self.cache } else { &self.failures });
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
             cache.insert(digest);
         }
-        ok
+        if ok {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        }
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// One bcrypt verification on the blocking pool, once a slot is free.
+    async fn bcrypt(&self, password: Vec<u8>, hash: String) -> bool {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::clone(&self.bcrypt_slots).acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Ok(slot) = slot else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            bcrypt::verify(&password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// The cache key: a keyed SHA-256 of the user and password (length-prefixed user).
@@ -121,6 +195,28 @@ impl BasicAuth {
         hasher.update(password);
         hasher.finalize().into()
     }
+}
+
+/// A check this request started: leaves the pending table when it ends or is cancelled (the
+/// client went away), so its address may start another.
+struct Started<'a> {
+    auth: &'a BasicAuth,
+    digest: [u8; 32],
+    client: Option<IpAddr>,
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        let mut pending = lock(&self.auth.pending);
+        pending.by_digest.remove(&self.digest);
+        pending.clients.remove(&self.client);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The cost of a `$2a$`, `$2b$` or `$2y$` bcrypt hash, or why it is not one.
@@ -202,15 +298,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn checks_passwords_and_caches_successes() {
+    async fn checks_passwords_and_caches_successes_and_failures() {
         let auth = alice();
-        assert!(auth.check(&header("alice", "s3cret:x")).await);
-        assert_eq!(auth.lock_cache().len(), 1);
-        assert!(auth.check(&header("alice", "s3cret:x")).await);
-        assert!(!auth.check(&header("alice", "wrong")).await);
-        assert!(!auth.check(&header("bob", "s3cret:x")).await);
-        assert!(!auth.check(&HeaderMap::new()).await);
-        assert_eq!(auth.lock_cache().len(), 1);
+        let check = |user: &'static str, password: &'static str| {
+            let headers = header(user, password);
+            let auth = &auth;
+            async move { auth.check(&headers, None).await }
+        };
+        assert_eq!(check("alice", "s3cret:x").await, Verdict::Allowed);
+        assert_eq!(lock(&auth.cache).len(), 1);
+        assert_eq!(check("alice", "s3cret:x").await, Verdict::Allowed);
+        assert_eq!(check("alice", "wrong").await, Verdict::Denied);
+        assert_eq!(check("bob", "s3cret:x").await, Verdict::Denied);
+        assert_eq!(auth.check(&HeaderMap::new(), None).await, Verdict::Denied);
+        assert_eq!(lock(&auth.cache).len(), 1);
+        assert_eq!(lock(&auth.failures).len(), 2);
+        let pending = lock(&auth.pending);
+        assert!(pending.by_digest.is_empty() && pending.clients.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_pending_check_per_client_and_shared_checks_for_the_same_credentials() {
+        let auth = alice();
+        let a: IpAddr = "198.18.0.1".parse().expect("ip");
+        let b: IpAddr = "198.18.0.2".parse().expect("ip");
+        let (right, right_again, wrong, other_client) = (
+            header("alice", "s3cret:x"),
+            header("alice", "s3cret:x"),
+            header("alice", "guess"),
+            header("alice", "other guess"),
+        );
+        let verdicts = tokio::join!(
+            auth.check(&right, Some(a)),
+            auth.check(&right_again, Some(a)),
+            auth.check(&wrong, Some(a)),
+            auth.check(&other_client, Some(b)),
+        );
+        assert_eq!(
+            verdicts,
+            (
+                Verdict::Allowed,
+                Verdict::Allowed,
+                Verdict::Busy,
+                Verdict::Denied
+            )
+        );
+        // The first check ended, so the client may start another.
+        assert_eq!(auth.check(&wrong, Some(a)).await, Verdict::Denied);
     }
 
     #[test]

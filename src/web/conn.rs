@@ -1,8 +1,9 @@
 //! One accepted connection: plain HTTP, or TLS when the web config in force has a certificate,
-//! then served by hyper's HTTP/1.1.
+//! then served by hyper's HTTP/1.1, all under the connection's watchdog from [`super::limits`]
+//! (header and idle timeouts, eviction).
 //!
-//! Owns the TLS handshake (bounded by a timeout) and what a plain-HTTP client gets on a TLS
-//! listener: the first byte of a TLS connection is a handshake record (0x16); anything else is
+//! Owns the TLS handshake (which must end within the header timeout of the accept) and what a
+//! plain-HTTP client gets on a TLS listener: the first byte of a TLS connection is a handshake record (0x16); anything else is
 //! answered with Go's `400 Client sent an HTTP request to an HTTPS server.` and closed gently
 //! (write, shut down, drain briefly), so the client reads the answer instead of a reset.
 
@@ -13,36 +14,57 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use super::WebStore;
+use super::limits::{ConnGuard, Tracked, TrackedService};
 
-/// How long a client may take to send its first byte and finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The TLS record type of a handshake message, the first byte of every TLS connection.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What Go's net/http answers to plain HTTP on a TLS listener.
 pub const PLAIN_HTTP_ANSWER: &[u8] =
     b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
-/// Serves one connection with `service`, over TLS when the current web config says so.
-pub async fn serve_connection<S>(stream: TcpStream, web: &WebStore, service: S)
+/// Serves one connection with `service`, over TLS when the current web config says so, until
+/// it ends or `guard`'s watchdog closes it.
+pub async fn serve_connection<S>(stream: TcpStream, guard: ConnGuard, web: &WebStore, service: S)
 where
-    S: HttpService<Incoming, ResBody = Full<Bytes>, Error = Infallible>,
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    let handshake_deadline = guard.header_deadline();
+    let client = stream.peer_addr().ok().map(|a| a.ip().to_canonical());
+    let stream = Tracked::new(stream, guard.state());
+    let service = TrackedService::new(service, guard.state(), client);
+    guard
+        .watch(serve_stream(stream, handshake_deadline, web, service))
+        .await;
+}
+
+async fn serve_stream<S>(
+    stream: Tracked<TcpStream>,
+    handshake_deadline: Instant,
+    web: &WebStore,
+    service: S,
+) where
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     let Some(acceptor) = web.current().tls_acceptor().cloned() else {
         serve_http(stream, service).await;
         return;
     };
     let peer = stream
+        .get_ref()
         .peer_addr()
         .map_or_else(|_| "unknown".to_string(), |a| a.to_string());
     let mut first = [0u8; 1];
-    match timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+    match timeout_at(handshake_deadline, stream.get_ref().peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
         Ok(Ok(1)) => {
             tracing::debug!(%peer, "plain HTTP request on a TLS listener");
@@ -52,7 +74,7 @@ where
         // Closed before sending anything, an error, or silence.
         _ => return,
     }
-    match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    match timeout_at(handshake_deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => serve_http(tls, service).await,
         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -62,7 +84,7 @@ where
 async fn serve_http<I, S>(io: I, service: S)
 where
     I: AsyncRead + AsyncWrite + Unpin,
-    S: HttpService<Incoming, ResBody = Full<Bytes>, Error = Infallible>,
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
 {
     // Scrape requests are small: an 8 KiB buffer cap keeps 1000+ open connections cheap.
     if let Err(error) = http1::Builder::new()
@@ -77,7 +99,7 @@ where
 
 /// Writes Go's 400 and closes without a reset: closing a socket with unread input makes the
 /// kernel send RST, which can destroy the answer before the client reads it.
-async fn answer_plain_http(mut stream: TcpStream) {
+async fn answer_plain_http(mut stream: Tracked<TcpStream>) {
     if stream.write_all(PLAIN_HTTP_ANSWER).await.is_err() {
         return;
     }

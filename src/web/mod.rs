@@ -3,13 +3,17 @@
 //!
 //! This module owns the file model and its validation ([`WebConfig::parse`]: YAML in, a ready
 //! [`WebConfig`] or a [`WebConfigError`] naming the file and the field out; unknown keys are
-//! errors), the reloadable [`WebStore`], and [`guard`], which applies basic auth and the extra
-//! headers to each request. rustls settings live in [`tls`] (Go's setting names in
-//! `tls_names`), basic auth in [`auth`], and the per-connection transport (TLS or plain, the
-//! answer to plain HTTP on a TLS port) in [`conn`].
+//! errors), the reloadable [`WebStore`], and [`guard`], which applies the rate limit, basic auth,
+//! meshprobe's default security headers and the extra headers to each request. rustls settings live in [`tls`] (Go's setting names in
+//! `tls_names`), basic auth in [`auth`], the per-connection transport (TLS or plain, the
+//! answer to plain HTTP on a TLS port) in [`conn`], connection limits and timeouts in
+//! [`limits`], and binding and accepting in [`listener`].
 
 pub mod auth;
 pub mod conn;
+pub mod limits;
+pub mod listener;
+pub mod rate_limit;
 pub mod tls;
 mod tls_names;
 
@@ -24,9 +28,10 @@ use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
-use self::auth::BasicAuth;
+use self::auth::{BasicAuth, Verdict};
+use self::limits::ClientAddr;
+use self::rate_limit::{RateLimiter, RawRateLimit, too_many_requests};
 
 /// A web config problem, naming the file and (in the message) the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +47,7 @@ struct RawWebConfig {
     tls_server_config: Option<TlsFile>,
     http_server_config: Option<RawHttpConfig>,
     basic_auth_users: Option<BTreeMap<String, Option<String>>>,
-    /// exporter-toolkit's rate limiter; recognised only to refuse it with a clear reason.
-    rate_limit: Option<IgnoredAny>,
+    rate_limit: Option<RawRateLimit>,
 }
 
 /// `tls_server_config` as written in the file; [`tls::server_config`] turns it into rustls's.
@@ -85,12 +89,20 @@ const EXTRA_HEADERS: [(&str, &[&str]); 5] = [
     ("Content-Security-Policy", &[]),
 ];
 
+/// Sent on every response unless the web config sets the header itself: no MIME sniffing, and
+/// HTML pages (the landing page, `/mesh`) may not be framed by another site (clickjacking).
+const DEFAULT_HEADERS: [(&str, &str, bool); 2] = [
+    ("x-content-type-options", "nosniff", false),
+    ("x-frame-options", "deny", true),
+];
+
 /// A loaded, validated web configuration. The default serves plain HTTP with no auth.
 #[derive(Default)]
 pub struct WebConfig {
     tls: Option<tokio_rustls::TlsAcceptor>,
     headers: Vec<(HeaderName, HeaderValue)>,
     auth: Option<BasicAuth>,
+    rate_limit: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -99,6 +111,7 @@ impl std::fmt::Debug for WebConfig {
             .field("tls", &self.tls.is_some())
             .field("headers", &self.headers)
             .field("basic_auth_users", &self.basic_auth_users())
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -121,12 +134,10 @@ impl WebConfig {
             serde_saphyr::from_str_with_options(text, options)
                 .map_err(|e| error(format!("error parsing YAML: {e}")))?
         };
-        if raw.rate_limit.is_some() {
-            return Err(error(
-                "rate_limit: not supported by meshprobe; remove it (see --probe.max-concurrency)"
-                    .into(),
-            ));
-        }
+        let rate_limit = match &raw.rate_limit {
+            Some(raw_limit) => RateLimiter::from_raw(raw_limit).map_err(error)?,
+            None => None,
+        };
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let tls = match &raw.tls_server_config {
             Some(file) => tls::server_config(file, dir).map_err(error)?,
@@ -144,6 +155,7 @@ impl WebConfig {
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             headers,
             auth,
+            rate_limit: rate_limit.map(Arc::new),
         })
     }
 
@@ -246,14 +258,21 @@ impl WebStore {
         let Some(path) = &self.path else {
             return Ok(false);
         };
-        let config = WebConfig::load(path)?;
+        let mut config = WebConfig::load(path)?;
+        // The same rate_limit settings keep their bucket, or every reload would refill it.
+        if let (Some(new), Some(old)) = (&config.rate_limit, &self.current().rate_limit)
+            && new.same_settings(old)
+        {
+            config.rate_limit = Some(Arc::clone(old));
+        }
         self.current.store(Arc::new(config));
         Ok(true)
     }
 }
 
-/// Runs `handler` for `request` if basic auth (when configured) lets it through, answers 401
-/// otherwise, and adds the configured extra headers to whatever is returned.
+/// Runs `handler` for `request` if the rate limit and basic auth (when configured) let it
+/// through; answers 429 (rate limit, or too many pending password checks) or 401 otherwise.
+/// Adds the default security headers, then the configured extra headers (which win).
 pub async fn guard<B, F, Fut>(
     web: &WebStore,
     request: Request<B>,
@@ -264,12 +283,32 @@ where
     Fut: Future<Output = Response<Full<Bytes>>>,
 {
     let config = web.current();
-    let mut response = match &config.auth {
-        Some(auth) if !auth.check(request.headers()).await => auth::unauthorized(),
-        _ => handler(request).await,
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+    let limited = config.rate_limit.as_ref().is_some_and(|l| !l.allow());
+    let verdict = match &config.auth {
+        _ if limited => None,
+        Some(auth) => Some(auth.check(request.headers(), client).await),
+        None => Some(Verdict::Allowed),
     };
+    let mut response = match verdict {
+        None => too_many_requests("Too Many Requests\n"),
+        Some(Verdict::Busy) => {
+            too_many_requests("Too many password checks in progress; retry shortly\n")
+        }
+        Some(Verdict::Denied) => auth::unauthorized(),
+        Some(Verdict::Allowed) => handler(request).await,
+    };
+    let headers = response.headers_mut();
+    let html = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    for (name, value, html_only) in DEFAULT_HEADERS {
+        if html || !html_only {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
     for (name, value) in &config.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
     response
 }

@@ -86,7 +86,11 @@ fn refusals_name_the_field() {
             "basic_auth_users.alice",
         ),
         ("basic_auth_users:\n  alice:\n", "basic_auth_users.alice"),
-        ("rate_limit:\n  burst: 1\n", "rate_limit"),
+        (
+            "rate_limit:\n  interval: 1s\n  burst: 0\n",
+            "rate_limit.burst",
+        ),
+        ("rate_limit:\n  burst: 1\n  rate: 3\n", "rate"),
         (
             "tls_server_config:\n  min_version: TLS13\n",
             "tls_server_config.min_version",
@@ -104,6 +108,34 @@ fn refusals_name_the_field() {
         let shown = error(text);
         assert!(shown.contains(expected), "{text:?}: {shown}");
     }
+}
+
+#[test]
+fn rate_limit_loads_and_keeps_its_bucket_across_unchanged_reloads() {
+    let config = parse("rate_limit:\n  interval: 1h\n  burst: 1\n").expect("loads");
+    assert!(config.rate_limit.as_ref().is_some_and(|l| l.allow()));
+    assert!(
+        parse("rate_limit:\n  burst: 5\n")
+            .expect("loads")
+            .rate_limit
+            .is_none()
+    );
+    let dir = std::env::temp_dir().join(format!("meshprobe-web-rl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("web.yml");
+    std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 1\n").expect("write");
+    let store = WebStore::load(Some(path.clone())).expect("loads");
+    let limiter = |store: &WebStore| store.current().rate_limit.clone().expect("limited");
+    assert!(limiter(&store).allow());
+    assert_eq!(store.reload(), Ok(true));
+    assert!(
+        !limiter(&store).allow(),
+        "an unchanged reload keeps the spent bucket"
+    );
+    std::fs::write(&path, "rate_limit:\n  interval: 1h\n  burst: 2\n").expect("write");
+    assert_eq!(store.reload(), Ok(true));
+    assert!(limiter(&store).allow(), "new settings start a full bucket");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod browser;
 pub mod client;
 pub mod fake_peer;
