@@ -1,5 +1,6 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
 pub mod discovery;
+pub mod native;
 pub mod page;
 pub mod palette;
 pub mod peers;
@@ -7,6 +8,7 @@ pub mod plan;
 pub mod runner;
 mod scheduler;
 pub mod stats;
+pub mod stats_proto;
 pub mod table;
 pub mod targets;
 pub mod view;
