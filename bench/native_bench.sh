@@ -41,7 +41,8 @@ NS_P="nhb-prober-$$"; NS_Q="nhb-peer-$$"; VETH_P=nhb-p; VETH_Q=nhb-q
 mkdir -p "$RESULTS_DIR"
 note_stale_namespaces nhb-
 
-make_peer_network "route add local 198.18.64.0/18 dev lo" 198.18.64.0/18 "no-such-address" 0
+echo "route add local 198.18.64.0/18 dev lo" > "$RESULTS_DIR/anyip.batch"
+make_peer_network "$RESULTS_DIR/anyip.batch" 198.18.64.0/18 "no-such-address" 0
 
 python3 - "$NADDR" > "$RESULTS_DIR/peers.json" <<'EOF'
 import json, sys
@@ -78,7 +79,7 @@ run() {  # run NAME ACCEPT PROMETHEUS_FLAGS...
     local name=$1 accept=$2; shift 2
     local mp pp t0 c0 t1 c1 c2 t2 bytes i base_rate per_scrape
     log "[$name] starting meshprobe with $NADDR targets"
-    in_ns "$MESHPROBE_BIN" --config.file "$RESULTS_DIR/meshprobe.yml" \
+    ip netns exec "$NS_P" "$MESHPROBE_BIN" --config.file "$RESULTS_DIR/meshprobe.yml" \
         --web.listen-address "127.0.0.1:$PORT" 2> "$RESULTS_DIR/meshprobe-$name.log" &
     mp=$!; PIDS+=("$mp")
     for i in $(seq 100); do
@@ -95,7 +96,7 @@ run() {  # run NAME ACCEPT PROMETHEUS_FLAGS...
         'BEGIN { printf "%.1f", 1000 * (c - r * (t2 - t1)) / n / hz }')
     log "[$name] $bytes bytes per scrape, ${per_scrape} ms CPU per scrape (probing: $(awk -v r="$base_rate" -v hz="$TICK" 'BEGIN{printf "%.1f", 100*r/hz}') % CPU)"
     rm -rf "$RESULTS_DIR/data-$name"
-    in_ns "$PROMETHEUS_BIN" --config.file "$RESULTS_DIR/prometheus.yml" \
+    ip netns exec "$NS_P" "$PROMETHEUS_BIN" --config.file "$RESULTS_DIR/prometheus.yml" \
         --storage.tsdb.path "$RESULTS_DIR/data-$name" --web.listen-address "127.0.0.1:$PROM_PORT" \
         "$@" 2> "$RESULTS_DIR/prometheus-$name.log" &
     pp=$!; PIDS+=("$pp")
