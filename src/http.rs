@@ -23,6 +23,7 @@ use crate::expo;
 use crate::mesh::page::{self, html_escape};
 use crate::mesh::view::mesh_off_json;
 use crate::probe::{self, ProbeLog};
+use crate::proto;
 use crate::resolve;
 use crate::web;
 
@@ -162,8 +163,13 @@ fn accepts_gzip(request: &Request<Incoming>) -> bool {
 /// pool: the runtime thread keeps sending probes on time meanwhile.
 async fn metrics_response(state: &Arc<AppState>, request: &Request<Incoming>) -> HttpResponse {
     let accepts_gzip = accepts_gzip(request);
+    let format = scrape_format(request);
     let state = Arc::clone(state);
-    match tokio::task::spawn_blocking(move || encode_metrics(&state, accepts_gzip)).await {
+    let encode = move || match format {
+        proto::Format::Text => encode_metrics(&state, accepts_gzip),
+        proto::Format::Protobuf => encode_metrics_protobuf(&state, accepts_gzip),
+    };
+    match tokio::task::spawn_blocking(encode).await {
         Ok(response) => response,
         Err(error) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -205,6 +211,73 @@ fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpResponse {
     );
     response
 }
+
+// ---- Protobuf exposition (native histograms): negotiation and encoding only. ----
+
+/// The exposition format a scrape of `/metrics` or `/probe` asked for in its `Accept` header,
+/// read as client_golang's promhttp reads it ([`proto::negotiate`]).
+fn scrape_format(request: &Request<Incoming>) -> proto::Format {
+    let accept = request.headers().get(hyper::header::ACCEPT);
+    proto::negotiate(accept.and_then(|value| value.to_str().ok()))
+}
+
+/// `/metrics` as protobuf, compressed as it is produced when the client accepts gzip.
+fn encode_metrics_protobuf(state: &AppState, accepts_gzip: bool) -> HttpResponse {
+    use std::io::Write;
+    let body = if accepts_gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut failed = false;
+        let rest = crate::self_metrics::render_protobuf(state, &mut |chunk: &mut Vec<u8>| {
+            failed |= encoder.write_all(chunk).is_err();
+            chunk.clear();
+        });
+        failed |= encoder.write_all(&rest).is_err();
+        match encoder.finish() {
+            Ok(compressed) if !failed => compressed,
+            _ => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot compress metrics\n",
+                );
+            }
+        }
+    } else {
+        let mut body = Vec::new();
+        let rest = crate::self_metrics::render_protobuf(state, &mut |chunk: &mut Vec<u8>| {
+            body.append(chunk);
+        });
+        body.extend_from_slice(&rest);
+        body
+    };
+    crate::mesh::runner::release_memory();
+    protobuf_response(body, accepts_gzip)
+}
+
+/// A protobuf body (already gzip-compressed if `gzipped`) with client_golang's content type.
+fn protobuf_response(body: Vec<u8>, gzipped: bool) -> HttpResponse {
+    let mut response = with_content_type(text(StatusCode::OK, body), proto::CONTENT_TYPE);
+    if gzipped {
+        response.headers_mut().insert(
+            hyper::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    response
+}
+
+/// `/probe`'s text output as protobuf: the same samples, gzip-compressed when accepted.
+fn probe_protobuf(metrics: &str, accepts_gzip: bool) -> HttpResponse {
+    let mut body = Vec::new();
+    for family in proto::from_text::families(metrics) {
+        proto::write_family(&mut body, &family);
+    }
+    match accepts_gzip.then(|| gzip_bytes(&body)).flatten() {
+        Some(compressed) => protobuf_response(compressed, true),
+        None => protobuf_response(body, false),
+    }
+}
+
+// ---- end of protobuf exposition ----
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum MeshFormat {
@@ -421,6 +494,9 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             log.lines().join("\n")
         );
         return text(StatusCode::OK, body);
+    }
+    if scrape_format(request) == proto::Format::Protobuf {
+        return probe_protobuf(&metrics, accepts_gzip(request));
     }
     with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE)
 }

@@ -14,6 +14,7 @@
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
+//! | [`proto`] | the protobuf exposition (needed for native histograms): message types, `Accept` negotiation, text → protobuf |
 //! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
@@ -57,6 +58,7 @@ pub mod mesh;
 pub mod ping_cli;
 pub mod privileges;
 pub mod probe;
+pub mod proto;
 pub mod resolve;
 pub mod sd_notify;
 pub mod self_metrics;

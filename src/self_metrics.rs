@@ -22,16 +22,44 @@ pub fn render(state: &AppState) -> String {
 /// the gzip path does, so a large mesh is never held in memory as text); returns the rest.
 pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) -> String {
     let mut out = String::with_capacity(4096);
+    render_own(state, &mut out);
+    state.mesh.render(&mut out, flush);
+    render_process(&mut out);
+    out
+}
+
+/// Renders `/metrics` in the protobuf exposition, handing full chunks to `flush` as it goes;
+/// returns the rest. The exporter's own and the process families are the text rendering
+/// converted (so both formats carry the same samples); the mesh encodes its own, with the
+/// native RTT histogram.
+pub fn render_protobuf(state: &AppState, flush: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4096);
+    let mut text = String::with_capacity(4096);
+    render_own(state, &mut text);
+    for family in crate::proto::from_text::families(&text) {
+        crate::proto::write_family(&mut out, &family);
+    }
+    state.mesh.render_protobuf(&mut out, flush);
+    text.clear();
+    render_process(&mut text);
+    for family in crate::proto::from_text::families(&text) {
+        crate::proto::write_family(&mut out, &family);
+    }
+    out
+}
+
+/// The exporter's own families (everything before the mesh's).
+fn render_own(state: &AppState, out: &mut String) {
     let counters = &state.counters;
     let engine = state.pinger.stats();
     expo::family(
-        &mut out,
+        out,
         "meshprobe_build_info",
         "A metric with a constant '1' value labeled by version and the Rust target from which meshprobe was built.",
         MetricType::Gauge,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_build_info",
         &[
             ("arch", std::env::consts::ARCH),
@@ -41,14 +69,14 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
         1.0,
     );
     expo::single(
-        &mut out,
+        out,
         "meshprobe_config_last_reload_success_timestamp_seconds",
         "Timestamp of the last successful configuration reload.",
         MetricType::Gauge,
         state.config.last_success_timestamp(),
     );
     expo::single(
-        &mut out,
+        out,
         "meshprobe_config_last_reload_successful",
         "meshprobe config loaded successfully.",
         MetricType::Gauge,
@@ -59,88 +87,88 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
         },
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_icmp_errors_received_total",
         "ICMP errors that answered one of our probes, by type.",
         MetricType::Counter,
     );
     for kind in ICMP_ERROR_KINDS {
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_icmp_errors_received_total",
             &[("type", kind.as_str())],
             engine.icmp_errors(kind) as f64,
         );
     }
     expo::single(
-        &mut out,
+        out,
         "meshprobe_module_unknown_total",
         "Count of unknown modules requested by probes",
         MetricType::Counter,
         counters.module_unknown.load(Ordering::Relaxed) as f64,
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_packets_received_total",
         "ICMP packets received on the shared sockets, before matching.",
         MetricType::Counter,
     );
     for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_packets_received_total",
             &[("ip_protocol", label)],
             engine.received(family) as f64,
         );
     }
     expo::family(
-        &mut out,
+        out,
         "meshprobe_packets_sent_total",
         "ICMP echo requests sent.",
         MetricType::Counter,
     );
     for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_packets_sent_total",
             &[("ip_protocol", label)],
             engine.sent(family) as f64,
         );
     }
     expo::single(
-        &mut out,
+        out,
         "meshprobe_probe_concurrency_limit",
         "The --probe.max-concurrency limit; probes beyond it get 503.",
         MetricType::Gauge,
         state.max_concurrent_probes as f64,
     );
     expo::single(
-        &mut out,
+        out,
         "meshprobe_probes_in_flight",
         "Probes currently waiting for an answer.",
         MetricType::Gauge,
         counters.probes_in_flight.load(Ordering::Relaxed) as f64,
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_probes_total",
         "Probes run through /probe, by result.",
         MetricType::Counter,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_probes_total",
         &[("result", "failure")],
         counters.probes_failed.load(Ordering::Relaxed) as f64,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_probes_total",
         &[("result", "success")],
         counters.probes_succeeded.load(Ordering::Relaxed) as f64,
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_probes_refused_total",
         "Probe requests refused before any packet was sent: overload (503) or a target outside allowed_targets (403).",
         MetricType::Counter,
@@ -150,73 +178,73 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
         ("overload", &counters.refused_overload),
     ] {
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_probes_refused_total",
             &[("reason", reason)],
             counter.load(Ordering::Relaxed) as f64,
         );
     }
     expo::single(
-        &mut out,
+        out,
         "meshprobe_echo_busy_total",
         "Echo requests (from /probe or the mesh) not sent because every sequence number tried for their destination already had a probe waiting.",
         MetricType::Counter,
         engine.busy() as f64,
     );
     expo::single(
-        &mut out,
+        out,
         "meshprobe_icmp_error_hints_total",
         "ICMP errors that quoted a waiting probe too briefly to carry its nonce; such an error fails the probe only if no reply arrives by its deadline.",
         MetricType::Counter,
         engine.error_hints() as f64,
     );
     expo::single(
-        &mut out,
+        out,
         "meshprobe_replies_matched_total",
         "Echo replies accepted as the answer to a waiting probe.",
         MetricType::Counter,
         engine.matched() as f64,
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_replies_rejected_total",
         "Received ICMP packets not accepted as the answer to any probe, by reason.",
         MetricType::Counter,
     );
     for reason in RejectReason::ALL {
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_replies_rejected_total",
             &[("reason", reason.as_str())],
             engine.rejected(reason) as f64,
         );
     }
     expo::family(
-        &mut out,
+        out,
         "meshprobe_socket_errors_total",
         "ICMP socket errors, by operation.",
         MetricType::Counter,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_socket_errors_total",
         &[("operation", "open")],
         engine.socket_open_errors() as f64,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_socket_errors_total",
         &[("operation", "receive")],
         engine.receive_errors() as f64,
     );
     expo::sample(
-        &mut out,
+        out,
         "meshprobe_socket_errors_total",
         &[("operation", "send")],
         engine.send_errors() as f64,
     );
     expo::family(
-        &mut out,
+        out,
         "meshprobe_sockets_open",
         "Shared ICMP sockets open, by address family and kind (dgram = unprivileged ping socket).",
         MetricType::Gauge,
@@ -224,13 +252,13 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
     for (family, label) in [(Family::V4, "ip4"), (Family::V6, "ip6")] {
         let (dgram, raw) = engine.sockets_open(family);
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_sockets_open",
             &[("ip_protocol", label), ("kind", "dgram")],
             dgram as f64,
         );
         expo::sample(
-            &mut out,
+            out,
             "meshprobe_sockets_open",
             &[("ip_protocol", label), ("kind", "raw")],
             raw as f64,
@@ -238,18 +266,15 @@ pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) ->
     }
     let runtime = tokio::runtime::Handle::current().metrics();
     expo::single(
-        &mut out,
+        out,
         "meshprobe_runtime_alive_tasks",
         "Tasks alive in the async runtime (connections, probes, socket receivers).",
         MetricType::Gauge,
         runtime.num_alive_tasks() as f64,
     );
-    crate::lookup::render(&mut out);
-    crate::web::limits::render(&mut out);
-    crate::mesh::peers::render(&mut out);
-    state.mesh.render(&mut out, flush);
-    render_process(&mut out);
-    out
+    crate::lookup::render(out);
+    crate::web::limits::render(out);
+    crate::mesh::peers::render(out);
 }
 
 /// `process_*` metrics as client_golang's process collector exports them.

@@ -307,23 +307,11 @@ fn reload_keeps_counters_and_gzip_metrics_decode() {
     );
     // The body is binary: fetch it raw and decode.
     let port = exporter.port;
-    let raw = in_namespace(&namespace.name, move || {
-        use std::io::Write;
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .write_all(build_request("GET", "/metrics", &[("Accept-Encoding", "gzip")]).as_bytes())
-            .expect("write");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read");
-        raw
-    });
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end")
-        + 4;
+    let request = build_request("GET", "/metrics", &[("Accept-Encoding", "gzip")]);
+    let (_, body) = in_namespace(&namespace.name, move || http_exchange_raw(port, &request))
+        .expect("raw exchange");
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&raw[split..])
+    flate2::read::GzDecoder::new(body.as_slice())
         .read_to_string(&mut text)
         .expect("gzip body");
     assert!(

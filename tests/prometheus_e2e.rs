@@ -8,140 +8,15 @@
 
 mod support;
 
-use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use serde_json::Value;
-use support::grafana;
+use support::prometheus::*;
 use support::*;
 
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-const PROMTOOL: &str = "/usr/bin/promtool";
-const PROMETHEUS_PORT: u16 = 9090;
 /// On the prober's own network: planned by the mesh (network = the shared CIDR).
 const ROUTER_V4: &str = "198.18.0.254";
-
-/// A Prometheus server inside a namespace; killed (by PID) on drop.
-struct Prometheus {
-    child: Child,
-    namespace: String,
-    log_path: PathBuf,
-}
-
-impl Prometheus {
-    fn start(namespace: &Namespace, config: &Path, data_dir: &Path) -> Prometheus {
-        let log_path = data_dir.with_extension("log");
-        let log = File::create(&log_path).expect("prometheus log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &namespace.name, PROMETHEUS])
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data_dir.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        Prometheus {
-            child,
-            namespace: namespace.name.clone(),
-            log_path,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// An instant query; `Err` with Prometheus's error text for a failed one.
-    fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-        let request = build_request("GET", &format!("/api/v1/query?query={encoded}"), &[]);
-        let response = in_namespace(&self.namespace, move || {
-            http_exchange(PROMETHEUS_PORT, &request)
-        })
-        .map_err(|e| format!("prometheus not answering: {e}"))?;
-        let body: Value = serde_json::from_str(&response.body)
-            .map_err(|e| format!("bad JSON from prometheus ({e}): {}", response.body))?;
-        if body["status"] != "success" {
-            return Err(format!("{promql}: {}", body["error"]));
-        }
-        Ok(body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    /// Polls `promql` until `accept` holds for its result (30 s at most).
-    fn wait_for(&self, promql: &str, accept: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let result = self.query(promql);
-            if let Ok(samples) = &result
-                && accept(samples)
-            {
-                return samples.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting on {promql}: last result {result:?}\nprometheus log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of a sample in a query result.
-fn value(sample: &Value) -> f64 {
-    sample["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-/// The samples whose label `key` equals `wanted`.
-fn with_label<'a>(samples: &'a [Value], key: &str, wanted: &str) -> Vec<&'a Value> {
-    samples
-        .iter()
-        .filter(|s| s["metric"][key] == wanted)
-        .collect()
-}
-
-fn single_value(samples: &[Value], key: &str, wanted: &str) -> f64 {
-    let matching = with_label(samples, key, wanted);
-    assert_eq!(matching.len(), 1, "{key}={wanted} in {samples:?}");
-    value(matching[0])
-}
-
-/// config/prometheus.yml with the test's targets, 1 s intervals and nothing else changed (the
-/// relabel rules and the mesh job are used as shipped).
-fn prometheus_config(probe_targets: &[&str]) -> String {
-    let text = std::fs::read_to_string(repo_path("config/prometheus.yml")).expect("example");
-    let mut config: Value = serde_saphyr::from_str(&text).expect("example parses");
-    config["global"]["scrape_interval"] = "1s".into();
-    config["global"]["scrape_timeout"] = "1s".into();
-    config["global"]["evaluation_interval"] = "1s".into();
-    let jobs = config["scrape_configs"]
-        .as_array_mut()
-        .expect("scrape_configs");
-    let probe_job = jobs
-        .iter_mut()
-        .find(|job| job["metrics_path"] == "/probe")
-        .expect("a /probe job");
-    probe_job["static_configs"] = serde_json::json!([{ "targets": probe_targets }]);
-    // JSON is YAML: Prometheus reads it as is.
-    serde_json::to_string_pretty(&config).expect("serialize")
-}
 
 /// config/meshprobe.yml with its peers file moved to `peers_file`.
 fn meshprobe_config(peers_file: &Path) -> String {
@@ -205,7 +80,7 @@ fn prometheus_scrapes_probe_and_mesh_through_the_shipped_examples() {
         config_dir.join("meshprobe-rules.yml"),
     )
     .expect("copy rules");
-    let prometheus = Prometheus::start(&net.prober, &prometheus_yml, &config_dir.join("data"));
+    let prometheus = Prometheus::start(&net.prober, &prometheus_yml, &config_dir.join("data"), &[]);
 
     // Every scrape target is up: three /probe targets and the mesh /metrics.
     let up = prometheus.wait_for("up", |s| s.len() == 4 && s.iter().all(|s| value(s) == 1.0));
@@ -272,24 +147,11 @@ fn prometheus_scrapes_probe_and_mesh_through_the_shipped_examples() {
     assert_eq!(pending[0]["metric"]["network"], "lab");
 
     // Every Grafana dashboard query runs; the mesh ones return data.
-    let dashboard = grafana::load_dashboard();
-    let variables = grafana::variable_names(&dashboard);
-    for query in grafana::queries(&dashboard) {
-        let expr = grafana::substitute(&query.expr, &variables);
-        let result = prometheus
-            .query(&expr)
-            .unwrap_or_else(|e| panic!("{}: {e}", query.place));
-        if query.expr.contains("meshprobe_mesh_rtt_seconds_bucket")
-            || query.expr.contains("meshprobe_mesh_sent_total")
-            || query.expr.contains("probe_success")
-        {
-            assert!(
-                !result.is_empty(),
-                "{} returned nothing: {expr}",
-                query.place
-            );
-        }
-    }
+    prometheus.check_dashboard(|expr| {
+        expr.contains("meshprobe_mesh_rtt_seconds_bucket")
+            || expr.contains("meshprobe_mesh_sent_total")
+            || expr.contains("probe_success")
+    });
 
     // Both expositions pass promtool's linter.
     let probe = exporter.get(&format!("/probe?module=icmp&target={TARGET_V4}"));

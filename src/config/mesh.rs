@@ -1,5 +1,5 @@
-//! The `mesh:` section of the configuration file: probing cadence, networks, histogram buckets,
-//! extra labels and where the peers come from.
+//! The `mesh:` section of the configuration file: probing cadence, networks, histogram buckets
+//! and kind (classic, native, both), extra labels and where the peers come from.
 //!
 //! Owns the fixed key names tools rely on (`mesh.interval`, `mesh.networks`, `mesh.peers.files`,
 //! `mesh.peers.static`, `mesh.peers.dns`), defaults, and validation with errors naming the field.
@@ -79,6 +79,32 @@ impl Default for PeerSources {
     }
 }
 
+/// `mesh.histogram`: which RTT histogram the protobuf exposition carries. The text format
+/// always carries the classic buckets (it cannot carry native ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistogramMode {
+    /// Classic buckets only; no native histogram is kept.
+    Classic,
+    /// The native histogram only (classic buckets left out of protobuf).
+    Native,
+    /// Both in the same message, as client_golang sends them (the default).
+    #[default]
+    Both,
+}
+
+impl HistogramMode {
+    /// Whether targets keep a native histogram.
+    pub fn native(self) -> bool {
+        self != HistogramMode::Classic
+    }
+
+    /// Whether the protobuf message carries the classic buckets.
+    pub fn classic_in_protobuf(self) -> bool {
+        self != HistogramMode::Native
+    }
+}
+
 /// The validated `mesh:` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
@@ -88,6 +114,7 @@ pub struct MeshConfig {
     pub timeout: Duration,
     pub networks: Vec<NetworkSelector>,
     pub buckets: Vec<f64>,
+    pub histogram: HistogramMode,
     pub labels: BTreeMap<String, String>,
     pub peers: PeerSources,
     /// How often peer files are checked for changes and DNS names re-resolved.
@@ -109,6 +136,7 @@ pub(super) struct RawMesh {
     timeout: Option<String>,
     networks: Option<Vec<String>>,
     buckets: Option<Vec<f64>>,
+    histogram: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -268,6 +296,16 @@ impl RawMesh {
                 "field \"mesh.buckets\": must be positive, finite and strictly increasing".into(),
             );
         }
+        let histogram = match self.histogram.as_deref() {
+            None | Some("both") => HistogramMode::Both,
+            Some("classic") => HistogramMode::Classic,
+            Some("native") => HistogramMode::Native,
+            Some(other) => {
+                return Err(format!(
+                    "field \"mesh.histogram\": {other:?} is not one of classic, native, both"
+                ));
+            }
+        };
         for name in self.labels.keys() {
             check_peer_label_name(name).map_err(|e| format!("field \"mesh.labels\": {e}"))?;
             if RESERVED_LABELS.contains(&name.as_str()) {
@@ -312,6 +350,7 @@ impl RawMesh {
             timeout,
             networks,
             buckets,
+            histogram,
             labels: self.labels,
             peers: PeerSources {
                 static_groups: self.peers.static_groups,
@@ -335,6 +374,7 @@ pub(super) struct MeshView<'a> {
     timeout: String,
     networks: Vec<String>,
     buckets: &'a [f64],
+    histogram: HistogramMode,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: &'a BTreeMap<String, String>,
     peers: &'a PeerSources,
@@ -350,6 +390,7 @@ impl MeshConfig {
             timeout: format_go_duration(self.timeout),
             networks: self.networks.iter().map(ToString::to_string).collect(),
             buckets: &self.buckets,
+            histogram: self.histogram,
             labels: &self.labels,
             peers: &self.peers,
             refresh_interval: format_go_duration(self.refresh_interval),
@@ -412,6 +453,18 @@ mesh:
         assert_eq!(mesh.networks, [NetworkSelector::All]);
         assert!((mesh.buckets[0] - 25e-6).abs() < 1e-12);
         assert_eq!(mesh.buckets.len(), 20);
+        assert_eq!(mesh.histogram, HistogramMode::Both);
+        for (text, mode) in [
+            ("classic", HistogramMode::Classic),
+            ("native", HistogramMode::Native),
+            ("both", HistogramMode::Both),
+        ] {
+            let yaml = format!("modules: {{}}\nmesh: {{histogram: {text}}}\n");
+            let config = Config::parse(&yaml, "m.yml").expect("valid");
+            assert_eq!(config.mesh.as_ref().map(|m| m.histogram), Some(mode));
+            // /config dumps it, and the dump reads back the same.
+            assert_eq!(Config::parse(&config.to_yaml(), "dump").ok(), Some(config));
+        }
         assert!(
             Config::parse("modules: {}\n", "m.yml")
                 .expect("valid")
@@ -434,6 +487,7 @@ mesh:
             ("networks: [198.18.0.0/40]", "mesh.networks"),
             ("networks: []", "mesh.networks"),
             ("buckets: [0.1, 0.01]", "mesh.buckets"),
+            ("histogram: sparse", "mesh.histogram"),
             ("labels: {peer: x}", "mesh.labels"),
             ("labels: {\"bad-name\": x}", "mesh.labels"),
             ("labels: {le: x}", "mesh.labels"),

@@ -1,6 +1,7 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure); [`peers`]
 //! reads the peer sources (files through `peer_file.rs`, read defensively).
 pub mod discovery;
+pub mod native;
 pub mod page;
 pub mod palette;
 mod peer_file;
@@ -9,6 +10,7 @@ pub mod plan;
 pub mod runner;
 mod scheduler;
 pub mod stats;
+pub mod stats_proto;
 pub mod table;
 pub mod targets;
 pub mod view;

@@ -16,6 +16,7 @@ use super::discovery::{DiscoveryOptions, local_networks};
 use super::peers::PeerLoader;
 use super::plan::{LocalNetwork, Unplaced};
 use super::stats::{RenderRow, TargetStats, render_labels};
+use super::stats_proto::ProtoRow;
 use super::table::{MeshShared, MeshTarget, TargetTable};
 use super::targets::{TargetSpec, build_targets};
 use super::view::MeshView;
@@ -70,6 +71,43 @@ impl Mesh {
             return;
         }
         let table = self.table();
+        self.render_mesh_wide(out, &table);
+        let rows: Vec<RenderRow<'_>> = table
+            .targets
+            .iter()
+            .map(|target| RenderRow {
+                labels: &target.rendered_labels,
+                stats: target.stats().snapshot(),
+            })
+            .collect();
+        super::stats::render(out, &rows, &table.buckets, flush);
+    }
+
+    /// The same families as [`Mesh::render`] in the protobuf exposition, with the RTT
+    /// histogram native, classic or both as `mesh.histogram` says.
+    pub fn render_protobuf(&self, out: &mut Vec<u8>, flush: &mut dyn FnMut(&mut Vec<u8>)) {
+        let Some(config) = self.shared.config.load_full() else {
+            return;
+        };
+        let table = self.table();
+        let mut text = String::new();
+        self.render_mesh_wide(&mut text, &table);
+        for family in crate::proto::from_text::families(&text) {
+            crate::proto::write_family(out, &family);
+        }
+        let rows: Vec<ProtoRow<'_>> = table
+            .targets
+            .iter()
+            .map(|target| ProtoRow {
+                labels: &target.spec.labels,
+                stats: target.stats().snapshot(),
+            })
+            .collect();
+        super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush);
+    }
+
+    /// The mesh-wide families (one sample each), as text.
+    fn render_mesh_wide(&self, out: &mut String, table: &TargetTable) {
         expo::single(
             out,
             "meshprobe_mesh_late_sends_total",
@@ -98,15 +136,6 @@ impl Mesh {
             MetricType::Gauge,
             table.targets.len() as f64,
         );
-        let rows: Vec<RenderRow<'_>> = table
-            .targets
-            .iter()
-            .map(|target| RenderRow {
-                labels: &target.rendered_labels,
-                stats: target.stats().snapshot(),
-            })
-            .collect();
-        super::stats::render(out, &rows, &table.buckets, flush);
     }
 }
 
@@ -158,6 +187,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                 set.unplaced,
                 snapshot.errors,
                 &mesh_config.buckets,
+                mesh_config.histogram.native(),
             );
             tracing::info!(targets = table.targets.len(), "mesh target set updated");
             shared.store_table(table);
@@ -186,19 +216,23 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
 }
 
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
-/// long as the histogram buckets are the same).
+/// long as the histogram buckets are the same and a native histogram is kept either both times
+/// or neither).
 fn build_table(
     previous: &TargetTable,
     specs: Vec<TargetSpec>,
     unplaced: Vec<(String, Unplaced)>,
     source_errors: Vec<String>,
     buckets: &[f64],
+    native: bool,
 ) -> TargetTable {
     let same_buckets = previous.buckets == buckets;
     let mut old: HashMap<&[(String, String)], &Arc<MeshTarget>> = HashMap::new();
     if same_buckets {
         for target in &previous.targets {
-            old.insert(&target.spec.labels, target);
+            if target.stats().has_native() == native {
+                old.insert(&target.spec.labels, target);
+            }
         }
     }
     let targets: Vec<Arc<MeshTarget>> = specs
@@ -208,7 +242,7 @@ fn build_table(
             None => Arc::new(MeshTarget {
                 rendered_labels: render_labels(&spec.labels),
                 spec,
-                stats: Mutex::new(TargetStats::new(buckets.len())),
+                stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
                 recent: Mutex::new(RecentWindow::default()),
                 next_send_index: AtomicU64::new(0),
             }),

@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use super::native::NativeHistogram;
 use crate::expo::{self, MetricType};
 use crate::icmp::IcmpErrorKind;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
@@ -32,14 +33,43 @@ pub struct TargetStats {
     /// Recent replies: (send index, arrival order, already counted as reordered), at most
     /// [`REORDER_WINDOW`] sends back; a few hundred bytes per target.
     recent_arrivals: Vec<(u64, u64, bool)>,
+    /// The native histogram of the same replies; `None` with `mesh.histogram: classic`.
+    native: Option<NativeHistogram>,
 }
 
 impl TargetStats {
+    /// Stats with `bucket_count` classic buckets and a native histogram.
     pub fn new(bucket_count: usize) -> TargetStats {
+        TargetStats::with_native(bucket_count, true)
+    }
+
+    /// Stats with `bucket_count` classic buckets, and a native histogram if `native`.
+    pub fn with_native(bucket_count: usize, native: bool) -> TargetStats {
         TargetStats {
             bucket_counts: vec![0; bucket_count + 1],
+            native: native.then(NativeHistogram::default),
             ..TargetStats::default()
         }
+    }
+
+    /// Whether a native histogram is kept.
+    pub fn has_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// The native histogram, if kept.
+    pub fn native(&self) -> Option<&NativeHistogram> {
+        self.native.as_ref()
+    }
+
+    /// Non-cumulative counts per classic bucket; the last slot is the +Inf overflow.
+    pub fn bucket_counts(&self) -> &[u64] {
+        &self.bucket_counts
+    }
+
+    /// Sum of all RTTs received, in seconds.
+    pub fn rtt_sum(&self) -> f64 {
+        self.rtt_sum
     }
 
     pub fn record_sent(&mut self) {
@@ -68,6 +98,9 @@ impl TargetStats {
             .unwrap_or(buckets.len());
         if let Some(count) = self.bucket_counts.get_mut(slot) {
             *count += 1;
+        }
+        if let Some(native) = &mut self.native {
+            native.observe(rtt_seconds);
         }
         self.note_arrival(send_index, arrival);
     }
@@ -116,6 +149,7 @@ impl TargetStats {
         TargetStats {
             bucket_counts: self.bucket_counts.clone(),
             recent_arrivals: Vec::new(),
+            native: self.native.clone(),
             ..*self
         }
     }
@@ -173,10 +207,10 @@ pub fn render_labels(labels: &[(String, String)]) -> String {
     out
 }
 
-type Getter = fn(&TargetStats) -> u64;
+pub(super) type Getter = fn(&TargetStats) -> u64;
 
 /// How a family's samples are produced.
-enum Column {
+pub(super) enum Column {
     Counter(Getter),
     Errors,
     LastRtt,
@@ -184,7 +218,7 @@ enum Column {
 }
 
 /// Every per-target family, in the sorted order Prometheus clients write them.
-const FAMILIES: [(&str, &str, Column); 9] = [
+pub(super) const FAMILIES: [(&str, &str, Column); 9] = [
     (
         "meshprobe_mesh_duplicates_total",
         "Extra echo replies to a probe that was already answered.",

@@ -36,6 +36,21 @@ pub fn http_exchange(port: u16, request: &str) -> std::io::Result<HttpResponse> 
     parse_response(&raw)
 }
 
+/// One exchange that keeps the body as bytes (protobuf, gzip): (head, body).
+pub fn http_exchange_raw(port: u16, request: &str) -> std::io::Result<(String, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    Ok((head, raw[split + 4..].to_vec()))
+}
+
 pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text

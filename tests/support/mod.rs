@@ -13,6 +13,7 @@ pub mod client;
 pub mod fake_peer;
 pub mod grafana;
 pub mod hostile;
+pub mod prometheus;
 pub mod web;
 
 pub use client::*;
