@@ -434,6 +434,9 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
         Ok(timeout) => timeout,
         Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
     };
+    if let Err(message) = probe::check_burst_budget(module, timeout) {
+        return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
+    }
     let target = match query.target.as_deref() {
         None | Some("") => return text(StatusCode::BAD_REQUEST, "Target parameter is missing\n"),
         Some(target) => target,

@@ -11,6 +11,7 @@
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
 //! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
+//! | [`burst`] | multi-packet `/probe` (`icmp.packets` > 1): paced packets, exact counts, RTT spread and jitter |
 //! | [`http`] | the HTTP server and routes |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
@@ -47,6 +48,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
+pub mod burst;
 pub mod charm;
 pub mod config;
 pub mod expo;

@@ -188,22 +188,20 @@ fn print_summary(host: &str, summary: &Summary, elapsed: Duration) {
         summary.received,
         elapsed.as_millis()
     );
-    if !summary.rtts_ms.is_empty() {
-        let n = summary.rtts_ms.len() as f64;
-        let min = summary
-            .rtts_ms
-            .iter()
-            .copied()
-            .fold(f64::INFINITY, f64::min);
-        let max = summary.rtts_ms.iter().copied().fold(0.0, f64::max);
-        let avg = summary.rtts_ms.iter().sum::<f64>() / n;
-        let mdev = (summary
-            .rtts_ms
-            .iter()
-            .map(|r| (r - avg).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        println!("rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms");
+    let rtts: Vec<Duration> = summary
+        .rtts_ms
+        .iter()
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    // The same statistics a multi-packet /probe exports.
+    if let Some(spread) = crate::burst::RttSpread::of(&rtts) {
+        let ms = |seconds: f64| seconds * 1000.0;
+        println!(
+            "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms",
+            ms(spread.min),
+            ms(spread.mean),
+            ms(spread.max),
+            ms(spread.stddev)
+        );
     }
 }

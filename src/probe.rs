@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::burst::{self, BurstStats};
 use crate::config::{Module, ip_protocol_name};
 use crate::expo::{self, MetricType};
 use crate::icmp::{Answer, EchoFailure, EchoRequest, Family, Pinger, SocketKind};
@@ -19,6 +20,20 @@ const DEFAULT_SCRAPE_TIMEOUT_SECONDS: f64 = 120.0;
 /// The longest a probe may wait: larger scrape-timeout headers and module timeouts are clamped
 /// to it, so no header can hold a concurrency slot for centuries or overflow a clock.
 pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A multi-packet module's burst must fit the probe timeout, or `/probe` answers 400 rather
+/// than quietly sending fewer packets.
+pub fn check_burst_budget(module: &Module, timeout: Duration) -> Result<(), String> {
+    let burst = &module.icmp.burst;
+    if burst.fits(timeout) {
+        return Ok(());
+    }
+    Err(format!(
+        "module's {} packets {:?} apart need more than the probe timeout of {:?} (the scrape \
+         timeout minus --timeout-offset); raise the scrape timeout or lower icmp.packets",
+        burst.packets, burst.packet_interval, timeout
+    ))
+}
 
 /// blackbox's `getTimeout`: min(module timeout, scrape timeout − offset), with its quirks, at
 /// most [`MAX_PROBE_TIMEOUT`].
@@ -62,6 +77,8 @@ pub enum FailureReason {
     Send,
     IcmpError,
     Timeout,
+    /// A multi-packet probe got some replies, but fewer than `min_received`.
+    Loss,
     /// Every sequence number for this target already had a probe waiting; nothing was sent.
     Busy,
 }
@@ -75,6 +92,7 @@ impl FailureReason {
             FailureReason::Send => "send",
             FailureReason::IcmpError => "icmp_error",
             FailureReason::Timeout => "timeout",
+            FailureReason::Loss => "loss",
             FailureReason::Busy => "busy",
         }
     }
@@ -106,6 +124,8 @@ pub struct ProbeOutcome {
     pub icmp_error: Option<ReceivedIcmpError>,
     pub kernel_timestamp: Option<bool>,
     pub socket_kind: Option<SocketKind>,
+    /// Packet counts and RTT spread of a multi-packet probe (`icmp.packets` > 1).
+    pub burst: Option<BurstStats>,
 }
 
 /// The per-probe log returned by `debug=true`, in blackbox's logfmt style.
@@ -123,7 +143,7 @@ impl ProbeLog {
         }
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         level: tracing::Level,
         message: &str,
@@ -276,6 +296,10 @@ pub async fn run_icmp_probe(
         dont_fragment,
         payload_size: settings.payload_size,
     };
+    if settings.burst.is_multi() {
+        let run = burst::run(pinger, &request, &settings.burst, deadline).await;
+        return Ok(burst::conclude(outcome, run, &settings.burst, start, log));
+    }
     let result = pinger.echo(&request, deadline).await;
     outcome.socket_kind = result.socket_kind;
     log.record(
@@ -372,7 +396,7 @@ pub async fn run_icmp_probe(
     Ok(outcome)
 }
 
-fn finish(
+pub(crate) fn finish(
     mut outcome: ProbeOutcome,
     reason: FailureReason,
     start: Instant,
@@ -471,6 +495,9 @@ pub fn render(outcome: &ProbeOutcome, options: ProbeOptions) -> String {
             1.0,
         );
     }
+    if let Some(stats) = &outcome.burst {
+        burst::render_jitter(&mut out, stats);
+    }
     if let Some(kernel) = outcome.kernel_timestamp {
         expo::single(
             &mut out,
@@ -480,6 +507,9 @@ pub fn render(outcome: &ProbeOutcome, options: ProbeOptions) -> String {
             if kernel { 1.0 } else { 0.0 },
         );
     }
+    if let Some(stats) = &outcome.burst {
+        burst::render_packets(&mut out, stats);
+    }
     if let (true, Some(hop_limit)) = (outcome.success, outcome.hop_limit) {
         expo::single(
             &mut out,
@@ -488,6 +518,9 @@ pub fn render(outcome: &ProbeOutcome, options: ProbeOptions) -> String {
             MetricType::Gauge,
             f64::from(hop_limit),
         );
+    }
+    if let Some(stats) = &outcome.burst {
+        burst::render_spread(&mut out, stats);
     }
     expo::single(
         &mut out,
@@ -572,7 +605,45 @@ mod tests {
             icmp_error: None,
             kernel_timestamp: success.then_some(true),
             socket_kind: Some(SocketKind::Raw),
+            burst: None,
         }
+    }
+
+    #[test]
+    fn multi_packet_families_keep_the_sorted_order() {
+        let mut outcome = sample_outcome(true);
+        let rtts: Vec<Duration> = [1, 2, 3].map(Duration::from_millis).to_vec();
+        outcome.burst = Some(BurstStats {
+            sent: 3,
+            received: 3,
+            duplicated: 1,
+            spread: burst::RttSpread::of(&rtts),
+        });
+        let text = render(&outcome, ProbeOptions::default());
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        let mut sorted = families.clone();
+        sorted.sort_unstable();
+        assert_eq!(families, sorted);
+        for family in [
+            "probe_icmp_jitter_seconds",
+            "probe_icmp_packets_duplicated",
+            "probe_icmp_packets_received",
+            "probe_icmp_packets_sent",
+            "probe_icmp_rtt_max_seconds",
+            "probe_icmp_rtt_mean_seconds",
+            "probe_icmp_rtt_min_seconds",
+            "probe_icmp_rtt_stddev_seconds",
+        ] {
+            assert!(families.contains(&family), "{family} missing:\n{text}");
+        }
+        assert!(text.contains("probe_icmp_packets_duplicated 1\n"));
+        // One packet: exactly the blackbox layout, no extra family.
+        let single = render(&sample_outcome(true), ProbeOptions::default());
+        assert!(!single.contains("packets"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! section in [`mesh`], and its network selectors in [`network`]. Address families are
 //! [`crate::icmp::Family`], spelled `ip4`/`ip6` as blackbox does ([`ip_protocol_name`]).
 
+pub mod burst;
 pub mod duration;
 pub mod mesh;
 pub mod network;
@@ -87,6 +88,9 @@ pub struct IcmpSettings {
     /// meshprobe extension: targets this module may probe (empty = any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_targets: Vec<IpNet>,
+    /// meshprobe extension: several echo requests per probe (one by default).
+    #[serde(flatten)]
+    pub burst: burst::Burst,
 }
 
 impl Default for IcmpSettings {
@@ -99,6 +103,7 @@ impl Default for IcmpSettings {
             dont_fragment: false,
             ttl: 64,
             allowed_targets: Vec::new(),
+            burst: burst::Burst::default(),
         }
     }
 }
@@ -154,6 +159,9 @@ struct RawIcmp {
     ttl: Option<i64>,
     #[serde(default)]
     allowed_targets: Vec<String>,
+    packets: Option<i64>,
+    packet_interval: Option<String>,
+    min_received: Option<i64>,
 }
 
 /// Accepts a Go duration string, or the integer 0 (as yaml.v3 does for `time.Duration`).
@@ -311,19 +319,26 @@ fn validate_module(name: &str, raw: RawModule) -> Result<Module, String> {
             KNOWN_PROBERS.join(", ")
         ));
     }
+    let timeout = raw.timeout.unwrap_or(Duration::ZERO);
     let icmp = match raw.icmp {
-        Some(raw_icmp) => validate_icmp(raw_icmp)?,
+        Some(raw_icmp) => validate_icmp(raw_icmp, timeout)?,
         None => IcmpSettings::default(),
     };
     Ok(Module {
         prober,
-        timeout: raw.timeout.unwrap_or(Duration::ZERO),
+        timeout,
         icmp,
     })
 }
 
-fn validate_icmp(raw: RawIcmp) -> Result<IcmpSettings, String> {
+fn validate_icmp(raw: RawIcmp, module_timeout: Duration) -> Result<IcmpSettings, String> {
     let mut settings = IcmpSettings::default();
+    settings.burst = burst::Burst::validate(
+        raw.packets,
+        raw.packet_interval.as_deref(),
+        raw.min_received,
+        module_timeout,
+    )?;
     if let Some(protocol) = raw.preferred_ip_protocol {
         settings.preferred_ip_protocol = match protocol.as_str() {
             "" | "ip6" => Family::V6,

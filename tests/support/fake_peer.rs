@@ -133,6 +133,9 @@ impl Action {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Behaviour {
     pub actions: Vec<Action>,
+    /// When not empty, the n-th request to the address gets `per_request[n % len]` instead of
+    /// `actions` (counting from the first request after the behaviour was set).
+    pub per_request: Vec<Vec<Action>>,
     pub jitter: Duration,
     /// Share of requests ignored, drawn from the peer's seeded generator.
     pub drop_share: f64,
@@ -185,6 +188,14 @@ impl Behaviour {
         }
     }
 
+    /// Answers consecutive requests with consecutive scripts, cycling.
+    pub fn cycle(scripts: Vec<Vec<Action>>) -> Behaviour {
+        Behaviour {
+            per_request: scripts,
+            ..Behaviour::default()
+        }
+    }
+
     /// Adds a uniform random delay in `0..=jitter` to every request's replies.
     pub fn with_jitter(mut self, jitter: Duration) -> Behaviour {
         self.jitter = jitter;
@@ -220,6 +231,8 @@ struct State {
     behaviours: HashMap<IpAddr, Behaviour>,
     default: Behaviour,
     counts: HashMap<IpAddr, Counts>,
+    /// Requests per address since its behaviour was last set (indexes `per_request`).
+    scripted: HashMap<IpAddr, usize>,
     malformed: u64,
     write_errors: u64,
     /// Packets in the timer queue or held for reordering.
@@ -283,7 +296,9 @@ impl FakePeer {
 
     /// Sets how requests to `address` are answered (from the next request on).
     pub fn set(&self, address: IpAddr, behaviour: Behaviour) {
-        self.state().behaviours.insert(address, behaviour);
+        let mut state = self.state();
+        state.behaviours.insert(address, behaviour);
+        state.scripted.remove(&address);
     }
 
     /// Sets how requests to addresses without their own behaviour are answered.
@@ -484,11 +499,19 @@ impl Engine {
             Err(wire::Skip::NotEcho) => return,
         };
         let target = request.destination;
-        let behaviour = {
+        let (behaviour, index) = {
             let mut state = self.state();
             state.counts.entry(target).or_default().requests += 1;
+            let index = state.scripted.entry(target).or_default();
+            let this = *index;
+            *index += 1;
             let behaviour = state.behaviours.get(&target).unwrap_or(&state.default);
-            behaviour.clone()
+            (behaviour.clone(), this)
+        };
+        let actions = if behaviour.per_request.is_empty() {
+            &behaviour.actions
+        } else {
+            &behaviour.per_request[index % behaviour.per_request.len()]
         };
         if behaviour.drop_share > 0.0 && self.rng.f64() < behaviour.drop_share {
             self.state().counts.entry(target).or_default().dropped += 1;
@@ -500,8 +523,7 @@ impl Engine {
             let nanos = u64::try_from(behaviour.jitter.as_nanos()).unwrap_or(u64::MAX);
             Duration::from_nanos(self.rng.u64(0..=nanos))
         };
-        let built: Vec<(Duration, Vec<u8>)> = behaviour
-            .actions
+        let built: Vec<(Duration, Vec<u8>)> = actions
             .iter()
             .filter_map(|action| {
                 let bytes = self.build(&request, &action.reply)?;
