@@ -133,7 +133,8 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let second = Duration::from_secs(1);
-        let cases: [(Option<i64>, Option<&str>, Option<i64>, Duration, &str); 7] = [
+        type Case<'a> = (Option<i64>, Option<&'a str>, Option<i64>, Duration, &'a str);
+        let cases: [Case<'_>; 7] = [
             (Some(0), None, None, Duration::ZERO, "icmp.packets"),
             (Some(101), None, None, Duration::ZERO, "icmp.packets"),
             (

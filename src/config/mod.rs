@@ -332,13 +332,15 @@ fn validate_module(name: &str, raw: RawModule) -> Result<Module, String> {
 }
 
 fn validate_icmp(raw: RawIcmp, module_timeout: Duration) -> Result<IcmpSettings, String> {
-    let mut settings = IcmpSettings::default();
-    settings.burst = burst::Burst::validate(
-        raw.packets,
-        raw.packet_interval.as_deref(),
-        raw.min_received,
-        module_timeout,
-    )?;
+    let mut settings = IcmpSettings {
+        burst: burst::Burst::validate(
+            raw.packets,
+            raw.packet_interval.as_deref(),
+            raw.min_received,
+            module_timeout,
+        )?,
+        ..IcmpSettings::default()
+    };
     if let Some(protocol) = raw.preferred_ip_protocol {
         settings.preferred_ip_protocol = match protocol.as_str() {
             "" | "ip6" => Family::V6,
