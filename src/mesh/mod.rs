@@ -9,5 +9,6 @@ mod scheduler;
 pub mod stats;
 pub mod table;
 pub mod targets;
+pub mod tiered;
 pub mod view;
 pub mod window;
