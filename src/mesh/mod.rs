@@ -1,5 +1,6 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure).
 pub mod discovery;
+pub mod fleet;
 pub mod page;
 pub mod palette;
 pub mod peers;
