@@ -64,17 +64,20 @@ fn stats(values: &[usize]) -> (usize, f64, usize) {
 /// intra-group pairs are measured every interval).
 fn coverage_epochs(members: &[Member], limit: u64) -> Option<u64> {
     let n = members.len();
-    let mut seen = vec![false; n * n];
+    let mut seen = vec![0u64; (n * n).div_ceil(64)];
     let base = Tiered::new(members, K, 0);
+    let paths = base.inter_paths();
     let mut missing: usize = (0..n)
         .flat_map(|a| (0..n).map(move |b| (a, b)))
         .filter(|(a, b)| base.group_of(*a) != base.group_of(*b))
         .count();
     for epoch in 0..limit {
-        for path in Tiered::new(members, K, epoch).inter_paths() {
-            let cell = &mut seen[path.from * n + path.to];
-            if !*cell {
-                *cell = true;
+        for path in &paths {
+            let path = base.rotated(path, epoch);
+            let cell = path.from * n + path.to;
+            let (word, bit) = (cell / 64, 1u64 << (cell % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
                 missing -= 1;
             }
         }

@@ -223,14 +223,28 @@ impl Tiered {
 
     /// The member `base` of `group` after the rotation of `side` for this epoch.
     fn rotate(&self, group: usize, base: usize, side: Side) -> usize {
+        self.rotate_at(group, base, side, self.epoch)
+    }
+
+    fn rotate_at(&self, group: usize, base: usize, side: Side, epoch: u64) -> usize {
         let ring = &self.groups[group].ring;
         let shift = match side {
-            Side::Send => self.epoch,
-            Side::Receive => self.epoch / (self.largest.max(1) as u64),
+            Side::Send => epoch,
+            Side::Receive => epoch / (self.largest.max(1) as u64),
         };
         let length = ring.len() as u64;
         let position = (self.rank[base] as u64 + shift % length) % length;
         ring[position as usize]
+    }
+
+    /// `path` of this plan built at epoch 0 (unrotated), as it is at `epoch`: the same result
+    /// as building the plan at `epoch`, without recomputing the assignment (benchmarks).
+    pub fn rotated(&self, path: &InterPath, epoch: u64) -> InterPath {
+        InterPath {
+            from: self.rotate_at(path.from_group, path.from, Side::Send, epoch),
+            to: self.rotate_at(path.to_group, path.to, Side::Receive, epoch),
+            ..*path
+        }
     }
 
     /// Every inter-group path of the plan, sorted.

@@ -136,8 +136,16 @@ fn rotation_covers_every_pair_within_the_stated_rotations() {
         let n = members.len();
         let bound = Tiered::new(&members, k, 0).full_coverage_rotations();
         let mut seen: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let base = Tiered::new(&members, k, 0);
+        let base_paths = base.inter_paths();
         for epoch in 0..bound {
-            seen.extend(Tiered::new(&members, k, epoch).edges());
+            let plan = Tiered::new(&members, k, epoch);
+            // Rotating the epoch-0 paths gives the same as planning at the epoch.
+            let mut rotated: Vec<InterPath> =
+                base_paths.iter().map(|p| base.rotated(p, epoch)).collect();
+            rotated.sort();
+            assert_eq!(rotated, plan.inter_paths());
+            seen.extend(plan.edges());
         }
         assert_eq!(seen.len(), n * (n - 1), "{sizes:?} k={k} within {bound}");
     }
