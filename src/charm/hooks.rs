@@ -125,8 +125,18 @@ fn share_networks(ctx: &mut HookContext<'_>) -> Result<(), String> {
         if let Some(exporter) = &exporter {
             values.insert("exporter".into(), exporter.clone());
         }
-        // Empty when grouping is off (an empty value deletes the key).
-        values.insert("group".into(), ctx.own_group().unwrap_or_default());
+        // Only with grouping on, or to delete a group written before (an empty value deletes
+        // the key): writing nothing new triggers no peer hooks.
+        let written = ctx.cache.written.get(&format!("{relation_id} unit group"));
+        match ctx.own_group() {
+            Some(group) => {
+                values.insert("group".into(), group);
+            }
+            None if written.is_some_and(|g| !g.is_empty()) => {
+                values.insert("group".into(), String::new());
+            }
+            None => {}
+        }
         ctx.set_if_changed(&relation_id, values, false)?;
     }
     agent::publish(ctx)
