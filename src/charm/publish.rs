@@ -171,16 +171,22 @@ pub struct JobInput {
 }
 
 impl JobInput {
-    /// Every source unit's probe job (units without an exporter or targets have none).
+    /// Every source unit's probe job (units without an exporter or targets have none). On shared
+    /// networks only: the leader cannot see another unit's routing table, and its own is no
+    /// evidence of theirs (a unit's own plan and its `cos-agent` job do include routed peers).
     fn probe_jobs(&self) -> Vec<Value> {
         if !self.mode.probe() {
             return Vec::new();
         }
+        let shared_only = PlanRules {
+            has_route: |_| false,
+            ..self.rules.clone()
+        };
         self.units
             .iter()
             .filter_map(|(name, unit)| {
                 let exporter = unit.exporter.as_ref()?;
-                let plan = plan_for(name, &self.units, &self.rules);
+                let plan = plan_for(name, &self.units, &shared_only);
                 (!plan.targets.is_empty()).then(|| probe_job(name, exporter, &plan, &self.topology))
             })
             .collect()
