@@ -148,7 +148,14 @@ fn units() -> BTreeMap<String, UnitData> {
                 ));
             }
             let exporter = Some(format!("198.18.10.{}:9115", n + 1));
-            (format!("meshprobe/{n}"), UnitData { networks, exporter })
+            (
+                format!("meshprobe/{n}"),
+                UnitData {
+                    networks,
+                    exporter,
+                    group: None,
+                },
+            )
         })
         .collect()
 }
@@ -165,7 +172,11 @@ fn every_target_cos_renders_carries_its_source_unit() {
             mode,
             port: 9115,
             units: units.clone(),
-            selectors: vec![NetworkSelector::All],
+            rules: meshprobe::charm::publish::PlanRules {
+                selectors: vec![NetworkSelector::All],
+                paths: None,
+                has_route: |_| false,
+            },
             topology: topology(),
         };
         let app = BTreeMap::from([

@@ -28,11 +28,11 @@ pub fn run(ctx: &mut HookContext<'_>) -> Result<(), String> {
 
 fn show_targets(ctx: &mut HookContext<'_>) -> Result<BTreeMap<String, String>, String> {
     let config = ctx.config()?;
-    let plan = plan_for(&ctx.env.unit, &ctx.units(), &config.selectors());
+    let plan = plan_for(&ctx.env.unit, &ctx.units(), &ctx.plan_rules(&config));
     let targets: Vec<Value> = plan
         .targets
         .iter()
-        .map(|t| json!({"address": t.address.to_string(), "network": t.network.to_string(), "peer": t.peer}))
+        .map(|t| json!({"address": t.address.to_string(), "network": t.network_label(), "peer": t.peer}))
         .collect();
     let unplaced: Vec<Value> = plan
         .unplaced

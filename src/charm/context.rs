@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::cos::Topology;
 use super::env::JujuEnv;
 use super::model::CharmConfig;
-use super::publish::{JobInput, UnitData};
+use super::publish::{JobInput, PlanRules, UnitData};
 use super::state::{Cache, Paths};
 use super::tools::HookTools;
 
@@ -50,9 +50,24 @@ impl HookContext<'_> {
             mode: config.mode,
             port: config.port,
             units: self.units(),
-            selectors: config.selectors(),
+            rules: self.plan_rules(&config),
             topology: Topology::from_env(self.env),
         })
+    }
+
+    /// How plans are made here: the config's networks and grouping, and this machine's routes.
+    pub fn plan_rules(&self, config: &CharmConfig) -> PlanRules {
+        PlanRules {
+            selectors: config.selectors(),
+            paths: config.tier_paths(),
+            has_route: crate::mesh::discovery::has_route,
+        }
+    }
+
+    /// This unit's group, as shared in its bag (`None` without grouping).
+    pub fn own_group(&self) -> Option<String> {
+        let config = self.cache.config.as_ref()?;
+        config.own_group(self.env.availability_zone.as_deref())
     }
 
     /// Every unit's data as the cache knows it, this unit included.
@@ -66,6 +81,7 @@ impl HookContext<'_> {
                 let data = UnitData {
                     networks: record.networks.clone(),
                     exporter: record.exporter.clone(),
+                    group: record.group.clone(),
                 };
                 (name.clone(), data)
             })
@@ -75,6 +91,7 @@ impl HookContext<'_> {
             UnitData {
                 networks: self.cache.own_networks.clone(),
                 exporter: self.cache.own_exporter.clone(),
+                group: self.own_group(),
             },
         );
         units

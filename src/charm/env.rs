@@ -21,6 +21,8 @@ pub struct JujuEnv {
     /// Empty in `-created` and app-bag `-changed` hooks: then `None`.
     pub remote_unit: Option<String>,
     pub departing_unit: Option<String>,
+    /// `JUJU_AVAILABILITY_ZONE` (present in every hook where the cloud has zones).
+    pub availability_zone: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -53,6 +55,7 @@ impl JujuEnv {
             relation_id: var("JUJU_RELATION_ID"),
             remote_unit: var("JUJU_REMOTE_UNIT"),
             departing_unit: var("JUJU_DEPARTING_UNIT"),
+            availability_zone: var("JUJU_AVAILABILITY_ZONE"),
         })
     }
 }

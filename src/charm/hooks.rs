@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::agent;
 use super::context::{HookContext, PEER_ENDPOINT};
 use super::leader;
-use super::model::{SharedNetwork, networks_json, parse_exporter, parse_networks};
+use super::model::{SharedNetwork, check_group, networks_json, parse_exporter, parse_networks};
 use super::publish::{peers_file, plan_for};
 use super::service;
 use super::state::{PeerRecord, save_cache, write_if_changed};
@@ -125,6 +125,18 @@ fn share_networks(ctx: &mut HookContext<'_>) -> Result<(), String> {
         if let Some(exporter) = &exporter {
             values.insert("exporter".into(), exporter.clone());
         }
+        // Only with grouping on, or to delete a group written before (an empty value deletes
+        // the key): writing nothing new triggers no peer hooks.
+        let written = ctx.cache.written.get(&format!("{relation_id} unit group"));
+        match ctx.own_group() {
+            Some(group) => {
+                values.insert("group".into(), group);
+            }
+            None if written.is_some_and(|g| !g.is_empty()) => {
+                values.insert("group".into(), String::new());
+            }
+            None => {}
+        }
         ctx.set_if_changed(&relation_id, values, false)?;
     }
     agent::publish(ctx)
@@ -174,6 +186,12 @@ fn peer_record(bag: &BTreeMap<String, String>) -> PeerRecord {
         match parse_networks(text) {
             Ok(networks) => record.networks = networks,
             Err(problem) => record.problem = Some(problem),
+        }
+    }
+    if let Some(text) = bag.get("group").filter(|g| !g.is_empty()) {
+        match check_group(text) {
+            Ok(()) => record.group = Some(text.clone()),
+            Err(problem) => record.problem = record.problem.take().or(Some(problem)),
         }
     }
     if let Some(text) = bag.get("exporter") {
@@ -260,10 +278,14 @@ pub fn rebuild_cache(ctx: &mut HookContext<'_>) -> Result<(), String> {
 /// and updates the status.
 pub fn after_membership_change(ctx: &mut HookContext<'_>) -> Result<(), String> {
     let config = ctx.config()?;
-    let plan = plan_for(&ctx.env.unit, &ctx.units(), &config.selectors());
+    let units = ctx.units();
+    let plan = plan_for(&ctx.env.unit, &units, &ctx.plan_rules(&config));
     if config.mode.mesh() {
-        write_if_changed(&ctx.paths.peers_file(), peers_file(&plan).as_bytes())
-            .map_err(|e| format!("cannot write the peers file: {e}"))?;
+        write_if_changed(
+            &ctx.paths.peers_file(),
+            peers_file(&plan, &units).as_bytes(),
+        )
+        .map_err(|e| format!("cannot write the peers file: {e}"))?;
     }
     publish(ctx)?;
     update_status(ctx, &plan);
@@ -279,7 +301,7 @@ fn publish(ctx: &mut HookContext<'_>) -> Result<(), String> {
 fn update_status(ctx: &mut HookContext<'_>, plan: &crate::mesh::plan::Plan) {
     let mut peers: Vec<&str> = plan.targets.iter().map(|t| t.peer.as_str()).collect();
     peers.dedup();
-    let mut networks: Vec<String> = plan.targets.iter().map(|t| t.network.to_string()).collect();
+    let mut networks: Vec<String> = plan.targets.iter().map(|t| t.network_label()).collect();
     networks.sort();
     networks.dedup();
     let plural = |n: usize, word: &str| {

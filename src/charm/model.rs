@@ -108,6 +108,32 @@ pub struct CharmConfig {
     pub modules: String,
     pub port: u16,
     pub allowed_targets: Vec<String>,
+    /// `group`: empty (full mesh), `availability-zone` (`JUJU_AVAILABILITY_ZONE`), or a literal
+    /// group name for this application's units.
+    #[serde(default)]
+    pub group: String,
+    /// `paths-between-groups`: k of the tiered plan.
+    #[serde(default = "default_paths")]
+    pub paths_between_groups: usize,
+}
+
+fn default_paths() -> usize {
+    2
+}
+
+/// The `group` value that means "this unit's Juju availability zone".
+pub const GROUP_BY_ZONE: &str = "availability-zone";
+
+/// A group name shared in the peer bag: 1 to 64 printable ASCII characters.
+pub fn check_group(text: &str) -> Result<(), String> {
+    if !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "group {:?} is not 1 to 64 printable characters",
+            text.chars().take(64).collect::<String>()
+        ))
+    }
 }
 
 /// `mode` config option.
@@ -177,7 +203,26 @@ impl CharmConfig {
                 .or_else(|_| cidr.parse::<IpAddr>().map(|_| ()))
                 .map_err(|_| format!("allowed-targets: {cidr:?} is not a CIDR"))?;
         }
+        let group = values
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if !group.is_empty() {
+            check_group(&group)?;
+        }
+        let paths_between_groups = match values.get("paths-between-groups") {
+            None => 2,
+            Some(value) => value
+                .as_u64()
+                .filter(|k| (1..=64).contains(k))
+                .map(|k| k as usize)
+                .ok_or_else(|| format!("paths-between-groups {value} is not between 1 and 64"))?,
+        };
         Ok(CharmConfig {
+            group,
+            paths_between_groups,
             mode,
             networks,
             interval,
@@ -189,6 +234,21 @@ impl CharmConfig {
             port,
             allowed_targets,
         })
+    }
+
+    /// This unit's group: `None` without grouping; the zone (or `""` when Juju gives none) for
+    /// `availability-zone`; the literal otherwise.
+    pub fn own_group(&self, availability_zone: Option<&str>) -> Option<String> {
+        match self.group.as_str() {
+            "" => None,
+            GROUP_BY_ZONE => Some(availability_zone.unwrap_or("").to_string()),
+            literal => Some(literal.to_string()),
+        }
+    }
+
+    /// The tiered plan's k, when grouping is on.
+    pub fn tier_paths(&self) -> Option<usize> {
+        (!self.group.is_empty()).then_some(self.paths_between_groups)
     }
 
     pub fn selectors(&self) -> Vec<NetworkSelector> {
@@ -283,6 +343,8 @@ mod tests {
             values(&[("port", Value::from(70000))]),
             values(&[("interval", Value::from("5"))]),
             values(&[("allowed-targets", Value::from("nonsense"))]),
+            values(&[("group", Value::from("has space"))]),
+            values(&[("paths-between-groups", Value::from(0))]),
         ] {
             assert!(CharmConfig::from_values(&bad).is_err());
         }

@@ -10,7 +10,13 @@
 //! target's address to, and `cos_agent` overwrites them with the same values. The probed peer is
 //! `probe_target` (relabelled from the target, as COS rewrites `instance`).
 //!
-//! Pure functions over the cache's view of the units; the hook handlers decide when to write.
+//! The plan: a unit reaches a peer on every shared network, and through the routing table
+//! (`network="routed"`) at addresses on no shared network, as in standalone mode. With a grouping
+//! configured (`group`), each unit's peers come from the tiered plan ([`crate::mesh::tiered`]) of
+//! every unit's shared `group`, so every unit and the leader compute the same assignment.
+//!
+//! Pure functions over the cache's view of the units (the route lookup is passed in); the hook
+//! handlers decide when to write.
 
 use std::collections::BTreeMap;
 
@@ -18,21 +24,46 @@ use serde_json::{Value, json};
 
 use super::cos::Topology;
 use super::model::{Mode, SharedNetwork};
-use crate::mesh::plan::{LocalNetwork, NetworkSelector, Peer, Plan, plan};
+use crate::mesh::plan::{LocalNetwork, NetworkSelector, Peer, Plan, plan_with_routes};
+use crate::mesh::tiered::{Member, Tiered};
+
+/// Whether the kernel has a route to an address (`crate::mesh::discovery::has_route` in hooks).
+pub type RouteLookup = fn(std::net::IpAddr) -> bool;
+
+/// How a unit's plan is made: the chosen networks, the tiered plan's k (`None`: full mesh), and
+/// the route lookup for addresses on no shared network.
+#[derive(Clone)]
+pub struct PlanRules {
+    pub selectors: Vec<NetworkSelector>,
+    pub paths: Option<usize>,
+    pub has_route: RouteLookup,
+}
 
 /// One unit as the publisher sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitData {
     pub networks: Vec<SharedNetwork>,
     pub exporter: Option<String>,
+    /// The unit's group (its `group` bag key), when grouping is on.
+    pub group: Option<String>,
 }
 
 /// The plan of `source` against every other unit in `units`.
-pub fn plan_for(
-    source: &str,
-    units: &BTreeMap<String, UnitData>,
-    selectors: &[NetworkSelector],
-) -> Plan {
+pub fn plan_for(source: &str, units: &BTreeMap<String, UnitData>, rules: &PlanRules) -> Plan {
+    // Tiered: only the peers the plan of every unit's group gives `source`.
+    let chosen: Option<Vec<String>> = rules.paths.map(|paths| {
+        let members: Vec<Member> = units
+            .iter()
+            .map(|(name, unit)| Member::new(name, unit.group.as_deref().unwrap_or("")))
+            .collect();
+        let tiered = Tiered::new(&members, paths, 0);
+        tiered
+            .targets_of(source)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|index| tiered.members()[index].name.clone())
+            .collect()
+    });
     let local: Vec<LocalNetwork> = units
         .get(source)
         .map(|u| u.networks.iter().map(SharedNetwork::to_local).collect())
@@ -40,24 +71,29 @@ pub fn plan_for(
     let peers: Vec<Peer> = units
         .iter()
         .filter(|(name, _)| name.as_str() != source)
+        .filter(|(name, _)| chosen.as_ref().is_none_or(|c| c.contains(name)))
         .map(|(name, unit)| Peer {
             name: name.clone(),
             addresses: unit.networks.iter().map(|n| n.address).collect(),
         })
         .collect();
-    plan(&local, &peers, selectors)
+    plan_with_routes(&local, &peers, &rules.selectors, &|address| {
+        (rules.has_route)(address)
+    })
 }
 
-/// The file_sd document the service watches: one group per target, sorted, canonical JSON.
-pub fn peers_file(plan: &Plan) -> String {
+/// The file_sd document the service watches: one group per target, sorted, canonical JSON;
+/// with grouping on, each target also carries its peer's `group` label.
+pub fn peers_file(plan: &Plan, units: &BTreeMap<String, UnitData>) -> String {
     let groups: Vec<Value> = plan
         .targets
         .iter()
         .map(|t| {
-            json!({
-                "labels": {"network": t.network.to_string(), "peer": t.peer},
-                "targets": [t.address.to_string()],
-            })
+            let mut labels = json!({"network": t.network_label(), "peer": t.peer});
+            if let Some(group) = units.get(&t.peer).and_then(|u| u.group.as_ref()) {
+                labels["group"] = json!(group);
+            }
+            json!({"labels": labels, "targets": [t.address.to_string()]})
         })
         .collect();
     let mut text = serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into());
@@ -98,7 +134,7 @@ fn probe_job(source: &str, exporter: &str, plan: &Plan, topology: &Topology) -> 
     let mut by_network: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for target in &plan.targets {
         by_network
-            .entry(target.network.to_string())
+            .entry(target.network_label())
             .or_default()
             .push(target.address.to_string());
     }
@@ -130,21 +166,27 @@ pub struct JobInput {
     pub mode: Mode,
     pub port: u16,
     pub units: BTreeMap<String, UnitData>,
-    pub selectors: Vec<NetworkSelector>,
+    pub rules: PlanRules,
     pub topology: Topology,
 }
 
 impl JobInput {
-    /// Every source unit's probe job (units without an exporter or targets have none).
+    /// Every source unit's probe job (units without an exporter or targets have none). On shared
+    /// networks only: the leader cannot see another unit's routing table, and its own is no
+    /// evidence of theirs (a unit's own plan and its `cos-agent` job do include routed peers).
     fn probe_jobs(&self) -> Vec<Value> {
         if !self.mode.probe() {
             return Vec::new();
         }
+        let shared_only = PlanRules {
+            has_route: |_| false,
+            ..self.rules.clone()
+        };
         self.units
             .iter()
             .filter_map(|(name, unit)| {
                 let exporter = unit.exporter.as_ref()?;
-                let plan = plan_for(name, &self.units, &self.selectors);
+                let plan = plan_for(name, &self.units, &shared_only);
                 (!plan.targets.is_empty()).then(|| probe_job(name, exporter, &plan, &self.topology))
             })
             .collect()
@@ -183,7 +225,7 @@ impl JobInput {
             }));
         }
         if self.mode.probe() {
-            let plan = plan_for(unit, &self.units, &self.selectors);
+            let plan = plan_for(unit, &self.units, &self.rules);
             if !plan.targets.is_empty() {
                 jobs.push(probe_job(unit, &local, &plan, &self.topology));
             }
@@ -212,6 +254,15 @@ mod tests {
                 })
                 .collect(),
             exporter: Some(exporter.into()),
+            group: None,
+        }
+    }
+
+    fn rules(paths: Option<usize>, has_route: RouteLookup) -> PlanRules {
+        PlanRules {
+            selectors: vec![NetworkSelector::All],
+            paths,
+            has_route,
         }
     }
 
@@ -232,7 +283,7 @@ mod tests {
             mode: Mode::Both,
             port: 9115,
             units: units.clone(),
-            selectors: vec![NetworkSelector::All],
+            rules: rules(None, |_| false),
             topology: crate::charm::cos::tests::topology(),
         };
         let jobs = input.scrape_jobs();
@@ -253,10 +304,49 @@ mod tests {
         assert_eq!(local.len(), 2);
         assert!(compact(&local).contains(r#""replacement":"localhost:9115""#));
         assert!(compact(&local[1]).contains(r#""juju_unit":"m/1""#));
-        let plan = plan_for("m/0", &units, &[NetworkSelector::All]);
+        let plan = plan_for("m/0", &units, &rules(None, |_| false));
         assert_eq!(
-            peers_file(&plan),
+            peers_file(&plan, &units),
             "[{\"labels\":{\"network\":\"198.18.10.0/24\",\"peer\":\"m/1\"},\"targets\":[\"198.18.10.2\"]}]\n"
         );
+    }
+
+    #[test]
+    fn grouped_units_follow_the_tiered_plan_and_routed_peers_are_used() {
+        // Two zones of three units, each zone its own subnet: reachable only through routes.
+        let units: BTreeMap<String, UnitData> = (0..6)
+            .map(|i| {
+                let zone = i / 3;
+                let address = format!("198.18.{}.{}", 20 + zone, 10 + i);
+                let cidr = format!("198.18.{}.0/24", 20 + zone);
+                let mut data = unit(&[(&address, &cidr)], &format!("{address}:9115"));
+                data.group = Some(format!("az{zone}"));
+                (format!("m/{i}"), data)
+            })
+            .collect();
+        let tiered = rules(Some(2), |_| true);
+        let mut zone_pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (name, data) in &units {
+            let plan = plan_for(name, &units, &tiered);
+            assert!(plan.unplaced.is_empty(), "{name}: {:?}", plan.unplaced);
+            for target in &plan.targets {
+                let peer_group = units[&target.peer].group.clone().unwrap_or_default();
+                let own_group = data.group.clone().unwrap_or_default();
+                if peer_group == own_group {
+                    assert_ne!(target.network_label(), "routed");
+                } else {
+                    assert_eq!(target.network_label(), "routed");
+                    *zone_pairs.entry((own_group, peer_group)).or_default() += 1;
+                }
+            }
+            let file = peers_file(&plan, &units);
+            assert!(file.contains("\"group\":\"az"), "{file}");
+        }
+        assert_eq!(zone_pairs.len(), 2);
+        assert!(zone_pairs.values().all(|n| *n == 2), "{zone_pairs:?}");
+        // Without a route, the other zone is unplaced, as before.
+        let plan = plan_for("m/0", &units, &rules(None, |_| false));
+        assert_eq!(plan.targets.len(), 2);
+        assert_eq!(plan.unplaced.len(), 3);
     }
 }

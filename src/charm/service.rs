@@ -177,6 +177,8 @@ mod tests {
             modules: modules.into(),
             port: 9115,
             allowed_targets: Vec::new(),
+            group: String::new(),
+            paths_between_groups: 2,
         }
     }
 

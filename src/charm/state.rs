@@ -21,6 +21,9 @@ const CACHE_VERSION: u32 = 1;
 pub struct PeerRecord {
     pub networks: Vec<SharedNetwork>,
     pub exporter: Option<String>,
+    /// Its `group` bag key (grouping on).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Why this peer's data was not usable, if it was not.
     pub problem: Option<String>,
 }

@@ -147,6 +147,7 @@ pub fn peer_env(hook: &str, remote: &str) -> JujuEnv {
         relation_id: Some("mesh:1".into()),
         remote_unit: Some(remote.into()),
         departing_unit: None,
+        availability_zone: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn seed(paths: &Paths, unit: u8, n: u8, leader: bool) {
             let record = PeerRecord {
                 networks: networks(p),
                 exporter: Some(format!("198.18.10.{p}:9115")),
+                group: None,
                 problem: None,
             };
             (format!("meshprobe/{p}"), record)
@@ -292,6 +293,7 @@ fn relation_data_at_200_units() {
                 UnitData {
                     networks: nets,
                     exporter,
+                    group: None,
                 },
             )
         })
@@ -303,7 +305,11 @@ fn relation_data_at_200_units() {
             mode,
             port: 9115,
             units: units.clone(),
-            selectors: vec![NetworkSelector::All],
+            rules: crate::charm::publish::PlanRules {
+                selectors: vec![NetworkSelector::All],
+                paths: None,
+                has_route: |_| false,
+            },
             topology: topology.clone(),
         };
         let manual: usize = input

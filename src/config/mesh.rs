@@ -2,7 +2,9 @@
 //! and kind (classic, native, both), extra labels and where the peers come from.
 //!
 //! Owns the fixed key names tools rely on (`mesh.interval`, `mesh.networks`, `mesh.peers.files`,
-//! `mesh.peers.static`, `mesh.peers.dns`), defaults, and validation with errors naming the field.
+//! `mesh.peers.static`, `mesh.peers.dns`, and the fleet keys `mesh.strategy`, `mesh.group_by`,
+//! `mesh.paths_between_groups`, `mesh.rotate_every`, `mesh.inter_group_series`), defaults, and
+//! validation with errors naming the field.
 //! Reading peer files and DNS happens in `crate::mesh::peers`, not here.
 
 use std::collections::BTreeMap;
@@ -105,6 +107,42 @@ impl HistogramMode {
     }
 }
 
+/// `mesh.strategy`: who probes whom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Every peer (the default).
+    #[default]
+    Full,
+    /// A full mesh inside each `group_by` group and k paths between every pair of groups
+    /// (`crate::mesh::tiered`).
+    Tiered,
+}
+
+/// `mesh.inter_group_series`: how results for peers outside this node's group are exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterGroupSeries {
+    /// One series set per peer (the default).
+    #[default]
+    PerPeer,
+    /// One series set per peer group: `peer` and `address` dropped, counters summed.
+    PerGroup,
+}
+
+/// The fleet keys: strategy, grouping, paths, rotation and the series budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fleet {
+    pub strategy: Strategy,
+    /// The peer label whose value is a peer's group (required by `tiered` and `per_group`).
+    pub group_by: Option<String>,
+    /// k: node-to-node paths per ordered pair of groups per interval.
+    pub paths_between_groups: usize,
+    /// How often the inter-group choices rotate (`None`: never).
+    pub rotate_every: Option<Duration>,
+    pub inter_group_series: InterGroupSeries,
+}
+
 /// The validated `mesh:` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
@@ -119,6 +157,7 @@ pub struct MeshConfig {
     pub peers: PeerSources,
     /// How often peer files are checked for changes and DNS names re-resolved.
     pub refresh_interval: Duration,
+    pub fleet: Fleet,
 }
 
 /// Default histogram buckets: 25 µs doubling 20 times (25 µs … 13.1 s), so that data-centre
@@ -142,6 +181,11 @@ pub(super) struct RawMesh {
     #[serde(default)]
     peers: RawPeers,
     refresh_interval: Option<String>,
+    strategy: Option<Strategy>,
+    group_by: Option<String>,
+    paths_between_groups: Option<i64>,
+    rotate_every: Option<String>,
+    inter_group_series: Option<InterGroupSeries>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,10 +278,11 @@ pub fn in_flight_per_target(interval: Duration, packets: u32, timeout: Duration)
 
 impl RawMesh {
     pub(super) fn validate(self) -> Result<MeshConfig, String> {
-        let interval = duration_field("interval", self.interval, Duration::from_secs(1))?;
+        let interval = duration_field("interval", self.interval.clone(), Duration::from_secs(1))?;
         if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
             return Err("field \"mesh.interval\": must be between 10ms and 1h".into());
         }
+        let fleet = self.fleet(interval)?;
         let packets_per_interval = match self.packets_per_interval {
             None => 1,
             Some(n) if (1..=100).contains(&n) => n as u32,
@@ -344,6 +389,7 @@ impl RawMesh {
             return Err("field \"mesh.refresh_interval\": must be at least 100ms".into());
         }
         Ok(MeshConfig {
+            fleet,
             interval,
             packets_per_interval,
             payload_size,
@@ -365,6 +411,56 @@ impl RawMesh {
     }
 }
 
+impl RawMesh {
+    fn fleet(&self, interval: Duration) -> Result<Fleet, String> {
+        let strategy = self.strategy.unwrap_or_default();
+        let inter_group_series = self.inter_group_series.unwrap_or_default();
+        if let Some(label) = &self.group_by {
+            check_label_name(label).map_err(|e| format!("field \"mesh.group_by\": {e}"))?;
+            if RESERVED_LABELS.contains(&label.as_str()) {
+                return Err(format!(
+                    "field \"mesh.group_by\": {label:?} is set by meshprobe itself"
+                ));
+            }
+        } else if strategy == Strategy::Tiered || inter_group_series == InterGroupSeries::PerGroup {
+            return Err(
+                "field \"mesh.group_by\": required by strategy: tiered and \
+                 inter_group_series: per_group (the peer label that names a peer's group, e.g. rack)"
+                    .into(),
+            );
+        }
+        let paths_between_groups = match self.paths_between_groups {
+            None => 2,
+            Some(k) if (1..=64).contains(&k) => k as usize,
+            Some(k) => {
+                return Err(format!(
+                    "field \"mesh.paths_between_groups\": {k} is not between 1 and 64"
+                ));
+            }
+        };
+        let rotate_every = match &self.rotate_every {
+            None => None,
+            Some(text) => {
+                let every = parse_go_duration(text)
+                    .map_err(|e| format!("field \"mesh.rotate_every\": {e}"))?;
+                if every < interval.max(Duration::from_secs(1)) {
+                    return Err(
+                        "field \"mesh.rotate_every\": must be at least 1s and one interval".into(),
+                    );
+                }
+                Some(every)
+            }
+        };
+        Ok(Fleet {
+            strategy,
+            group_by: self.group_by.clone(),
+            paths_between_groups,
+            rotate_every,
+            inter_group_series,
+        })
+    }
+}
+
 /// The `/config` view of the mesh section.
 #[derive(Serialize)]
 pub(super) struct MeshView<'a> {
@@ -379,6 +475,13 @@ pub(super) struct MeshView<'a> {
     labels: &'a BTreeMap<String, String>,
     peers: &'a PeerSources,
     refresh_interval: String,
+    strategy: Strategy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<&'a str>,
+    paths_between_groups: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotate_every: Option<String>,
+    inter_group_series: InterGroupSeries,
 }
 
 impl MeshConfig {
@@ -394,6 +497,11 @@ impl MeshConfig {
             labels: &self.labels,
             peers: &self.peers,
             refresh_interval: format_go_duration(self.refresh_interval),
+            strategy: self.fleet.strategy,
+            group_by: self.fleet.group_by.as_deref(),
+            paths_between_groups: self.fleet.paths_between_groups,
+            rotate_every: self.fleet.rotate_every.map(format_go_duration),
+            inter_group_series: self.fleet.inter_group_series,
         }
     }
 }
@@ -421,6 +529,11 @@ mesh:
     dns:
       - name: peers.example.test
         labels: {peer: dns-peers}
+  strategy: tiered
+  group_by: rack
+  paths_between_groups: 3
+  rotate_every: 5m
+  inter_group_series: per_group
 "#;
 
     #[test]
@@ -438,6 +551,11 @@ mesh:
         );
         assert_eq!(mesh.peers.dns[0].name, "peers.example.test");
         assert_eq!(mesh.buckets, default_buckets());
+        assert_eq!(mesh.fleet.strategy, Strategy::Tiered);
+        assert_eq!(mesh.fleet.group_by.as_deref(), Some("rack"));
+        assert_eq!(mesh.fleet.paths_between_groups, 3);
+        assert_eq!(mesh.fleet.rotate_every, Some(Duration::from_secs(300)));
+        assert_eq!(mesh.fleet.inter_group_series, InterGroupSeries::PerGroup);
         assert_eq!(
             Config::parse(&config.to_yaml(), "dump").expect("dump parses"),
             config
@@ -451,6 +569,8 @@ mesh:
         assert_eq!(mesh.interval, Duration::from_secs(1));
         assert_eq!(mesh.timeout, Duration::from_secs(1));
         assert_eq!(mesh.networks, [NetworkSelector::All]);
+        assert_eq!(mesh.fleet.strategy, Strategy::Full);
+        assert_eq!(mesh.fleet.paths_between_groups, 2);
         assert!((mesh.buckets[0] - 25e-6).abs() < 1e-12);
         assert_eq!(mesh.buckets.len(), 20);
         assert_eq!(mesh.histogram, HistogramMode::Both);
@@ -515,6 +635,15 @@ mesh:
             ("peers: {dns: [{name: \"host:80\"}]}", "mesh.peers.dns"),
             ("peers: {fils: []}", "fils"),
             ("intervall: 1s", "intervall"),
+            ("strategy: tiered", "mesh.group_by"),
+            ("strategy: star", "strategy"),
+            ("inter_group_series: per_group", "mesh.group_by"),
+            ("group_by: peer", "mesh.group_by"),
+            (
+                "group_by: rack\n  paths_between_groups: 0",
+                "mesh.paths_between_groups",
+            ),
+            ("group_by: rack\n  rotate_every: 10ms", "mesh.rotate_every"),
         ];
         for (line, field) in cases {
             let text = format!("modules: {{}}\nmesh:\n  {line}\n");

@@ -1,6 +1,6 @@
 //! Network selectors: the vocabulary of `mesh.networks` (and of the charm's `networks` option)
-//! for choosing which local networks the mesh probes on: `all`, a CIDR, `space:NAME` or an
-//! interface name.
+//! for choosing which local networks the mesh probes on: `all`, `routed`, a CIDR, `space:NAME`
+//! or an interface name.
 //!
 //! Owns parsing (with errors that say what is accepted), the canonical spelling, and matching
 //! against a network described by its parts. It knows nothing of how networks are discovered or
@@ -11,10 +11,16 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+/// The selector (and `network` label) of peers reached through the routing table.
+pub const ROUTED: &str = "routed";
+
 /// Which local networks to probe on (`mesh.networks`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NetworkSelector {
+    /// Every shared network and `routed`.
     All,
+    /// Peers on no shared network, reached through the routing table.
+    Routed,
     Cidr(IpNet),
     Interface(String),
     Space(String),
@@ -29,6 +35,9 @@ impl NetworkSelector {
         }
         if text == "all" {
             return Ok(NetworkSelector::All);
+        }
+        if text == ROUTED {
+            return Ok(NetworkSelector::Routed);
         }
         if let Some(space) = text.strip_prefix("space:") {
             return Ok(NetworkSelector::Space(space.to_string()));
@@ -47,7 +56,7 @@ impl NetworkSelector {
             Ok(NetworkSelector::Interface(text.to_string()))
         } else {
             Err(format!(
-                "{text:?} is neither \"all\", a CIDR, \"space:NAME\" nor an interface name"
+                "{text:?} is neither \"all\", \"routed\", a CIDR, \"space:NAME\" nor an interface name"
             ))
         }
     }
@@ -58,6 +67,7 @@ impl NetworkSelector {
     pub fn matches(&self, interface: &str, network: &IpNet, space: Option<&str>) -> bool {
         match self {
             NetworkSelector::All => true,
+            NetworkSelector::Routed => false,
             NetworkSelector::Cidr(cidr) => {
                 cidr.contains(&network.network()) || network.contains(&cidr.network())
             }
@@ -67,10 +77,18 @@ impl NetworkSelector {
     }
 }
 
+impl NetworkSelector {
+    /// Whether this selector picks addresses reached through the routing table.
+    pub fn matches_routed(&self) -> bool {
+        matches!(self, NetworkSelector::All | NetworkSelector::Routed)
+    }
+}
+
 impl fmt::Display for NetworkSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NetworkSelector::All => f.write_str("all"),
+            NetworkSelector::Routed => f.write_str(ROUTED),
             NetworkSelector::Cidr(cidr) => write!(f, "{cidr}"),
             NetworkSelector::Interface(name) => f.write_str(name),
             NetworkSelector::Space(space) => write!(f, "space:{space}"),

@@ -3,7 +3,8 @@
 //!
 //! Owns the filtering rules: loopback and interfaces that are operationally down are skipped,
 //! and so are link-local addresses unless asked for. Reads the kernel's view through
-//! getifaddrs (the if-addrs crate); it does not watch for changes (callers re-discover).
+//! getifaddrs (the if-addrs crate); it does not watch for changes (callers re-discover). Also
+//! answers "is there a route to this address?" for routed peers ([`has_route`]).
 
 use std::net::IpAddr;
 
@@ -61,4 +62,22 @@ pub fn render_table(networks: &[LocalNetwork]) -> String {
         ));
     }
     out
+}
+
+/// Whether the kernel has a route to `address`: a UDP socket `connect()`ed to it, which looks the
+/// route up (and picks the source address) without sending anything or needing privileges.
+pub fn has_route(address: IpAddr) -> bool {
+    route_source(address).is_some()
+}
+
+/// The source address the kernel would use towards `address`, or `None` without a route.
+pub fn route_source(address: IpAddr) -> Option<IpAddr> {
+    let bind: std::net::SocketAddr = match address {
+        IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    // Port 9 (discard); connect() on a datagram socket only resolves the route.
+    socket.connect((address, 9)).ok()?;
+    socket.local_addr().ok().map(|local| local.ip())
 }

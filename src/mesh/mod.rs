@@ -1,6 +1,7 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure); [`peers`]
 //! reads the peer sources (files through `peer_file.rs`, read defensively).
 pub mod discovery;
+pub mod fleet;
 pub mod native;
 pub mod page;
 pub mod palette;
@@ -13,5 +14,6 @@ pub mod stats;
 pub mod stats_proto;
 pub mod table;
 pub mod targets;
+pub mod tiered;
 pub mod view;
 pub mod window;

@@ -69,6 +69,28 @@ impl NativeHistogram {
         self.buckets.len()
     }
 
+    /// Adds `other`'s observations (several targets exported as one series). The result has the
+    /// coarser of the two schemas and stays within [`MAX_BUCKETS`].
+    pub fn merge(&mut self, other: &NativeHistogram) {
+        let mut other = other.clone();
+        while self.schema > other.schema {
+            self.halve_resolution();
+        }
+        while other.schema > self.schema {
+            other.halve_resolution();
+        }
+        self.zero_count += other.zero_count;
+        for (key, count) in other.buckets {
+            match self.buckets.binary_search_by_key(&key, |(index, _)| *index) {
+                Ok(position) => self.buckets[position].1 += count,
+                Err(position) => self.buckets.insert(position, (key, count)),
+            }
+        }
+        while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
+            self.halve_resolution();
+        }
+    }
+
     /// Merges pairs of buckets: schema s → s−1. Bucket k of schema s lies inside bucket
     /// ⌈k/2⌉ of schema s−1, and the mapping keeps the order.
     fn halve_resolution(&mut self) {
@@ -196,6 +218,32 @@ mod tests {
         let key = bucket_index(42e-6, SCHEMA);
         let middle = (upper_bound(key - 1, SCHEMA) * upper_bound(key, SCHEMA)).sqrt();
         assert!((middle / 42e-6 - 1.0).abs() < 0.022);
+    }
+
+    #[test]
+    fn merging_equals_observing_everything_in_one() {
+        let (mut a, mut b, mut both) = (
+            NativeHistogram::default(),
+            NativeHistogram::default(),
+            NativeHistogram::default(),
+        );
+        for (i, value) in [30e-6, 45e-6, 1e-3, 2.5e-3, 0.0].into_iter().enumerate() {
+            if i % 2 == 0 { &mut a } else { &mut b }.observe(value);
+            both.observe(value);
+        }
+        // Force b to a coarser schema first: the merge must meet it there.
+        let mut coarse = b.clone();
+        coarse.halve_resolution();
+        a.merge(&b);
+        assert_eq!(a, both);
+        let mut coarse_both = both.clone();
+        coarse_both.halve_resolution();
+        let mut from_coarse = NativeHistogram::default();
+        for value in [30e-6, 1e-3, 0.0] {
+            from_coarse.observe(value);
+        }
+        from_coarse.merge(&coarse);
+        assert_eq!(from_coarse, coarse_both);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! [`plan`] takes this node's networks, its peers with their addresses, and the chosen-network
 //! selectors, and returns the targets plus the peers it could not place (reported, never silently
 //! dropped). The rule: ping a peer on every network both sides have, restricted to the chosen
-//! networks, using the peer's own address on that network. Standalone mode and the charm (for
-//! this unit, and the leader for every unit) call the same function. No I/O, no clocks, no
+//! networks, using the peer's own address on that network. A peer with no address on any shared
+//! network in a family is reached through the routing table instead (`network="routed"`, source
+//! chosen by the kernel) when the `routed` selector (or `all`) is chosen and the route lookup the
+//! caller passes in ([`plan_with_routes`]) says there is a route. Standalone mode and the charm
+//! (for this unit, and the leader for every unit) call the same function. No I/O, no clocks, no
 //! randomness: the output depends only on the input set, not its order. The selectors are config
 //! vocabulary ([`crate::config::network`]); this module only matches them against its
 //! [`LocalNetwork`]s.
@@ -59,24 +62,41 @@ impl NetworkSelector {
     }
 }
 
+/// The `network` label (and selector name) of targets reached through the routing table.
+pub use crate::config::network::ROUTED;
+
 /// One thing to ping.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
     pub peer: String,
-    /// The shared network, as a CIDR (the `network` label).
+    /// The shared network, as a CIDR; for a routed target, the address as a host prefix.
     pub network: IpNet,
     /// The peer's own address on that network.
     pub address: IpAddr,
     pub family: Family,
-    /// This node's interface on that network. The source address is left to the kernel,
-    /// which picks this interface's address for an on-link peer.
+    /// This node's interface on that network (empty for a routed target). The source address is
+    /// left to the kernel, which picks this interface's address for an on-link peer and the
+    /// route's preferred source for a routed one.
     pub local_interface: String,
+    /// Reached through the routing table, not a shared network.
+    pub routed: bool,
+}
+
+impl Target {
+    /// The `network` label: the shared network's CIDR, or `routed`.
+    pub fn network_label(&self) -> String {
+        if self.routed {
+            ROUTED.to_string()
+        } else {
+            self.network.to_string()
+        }
+    }
 }
 
 /// Why a peer got no target.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Unplaced {
-    /// None of its addresses is on any of our networks.
+    /// None of its addresses is on any of our networks, and none has a route.
     NoCommonNetwork,
     /// It shares networks with us, but none that was chosen.
     NoChosenNetwork,
@@ -89,8 +109,10 @@ pub enum Unplaced {
 impl fmt::Display for Unplaced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Unplaced::NoCommonNetwork => "no common network",
-            Unplaced::NoChosenNetwork => "no common network among the chosen networks",
+            Unplaced::NoCommonNetwork => "no common network and no route",
+            Unplaced::NoChosenNetwork => {
+                "no common network or route among the chosen networks (mesh.networks)"
+            }
             Unplaced::NoAddresses => "no usable address",
             Unplaced::AddressConflict => "all its addresses are claimed by another peer",
         })
@@ -128,8 +150,21 @@ fn usable(address: &IpAddr) -> bool {
     }
 }
 
-/// Computes this node's targets. See the module documentation for the rule.
+/// [`plan_with_routes`] without a routing table: only shared networks.
 pub fn plan(local: &[LocalNetwork], peers: &[Peer], chosen: &[NetworkSelector]) -> Plan {
+    plan_with_routes(local, peers, chosen, &|_| false)
+}
+
+/// Computes this node's targets. See the module documentation for the rule. `has_route` says
+/// whether the kernel has a route to an address (for addresses on no shared network); it is
+/// the only view of the routing table, so the function stays pure.
+pub fn plan_with_routes(
+    local: &[LocalNetwork],
+    peers: &[Peer],
+    chosen: &[NetworkSelector],
+    has_route: &dyn Fn(IpAddr) -> bool,
+) -> Plan {
+    let routed_chosen = chosen.iter().any(NetworkSelector::matches_routed);
     let own_addresses: BTreeSet<IpAddr> = local.iter().map(|n| n.address).collect();
     // Most specific local network first, so overlapping CIDRs resolve to the narrowest one.
     let mut networks: Vec<&LocalNetwork> = local.iter().filter(|n| usable(&n.address)).collect();
@@ -203,12 +238,16 @@ pub fn plan(local: &[LocalNetwork], peers: &[Peer], chosen: &[NetworkSelector]) 
             continue;
         }
         let mut shared_any = false;
+        let mut shared_families: BTreeSet<Family> = BTreeSet::new();
+        let mut off_network: Vec<IpAddr> = Vec::new();
         let mut seen: BTreeSet<(IpNet, Family)> = BTreeSet::new();
         for address in &owned {
             let Some(network) = networks.iter().find(|n| n.network.contains(address)) else {
+                off_network.push(*address);
                 continue;
             };
             shared_any = true;
+            shared_families.insert(Family::of(address));
             if !chosen
                 .iter()
                 .any(|selector| selector.matches_network(network))
@@ -224,6 +263,32 @@ pub fn plan(local: &[LocalNetwork], peers: &[Peer], chosen: &[NetworkSelector]) 
                     address: *address,
                     family,
                     local_interface: network.interface.clone(),
+                    routed: false,
+                });
+            }
+        }
+        // Routed: per family without a shared network, the lowest address the kernel can reach.
+        let mut routed_families: BTreeSet<Family> = BTreeSet::new();
+        for address in off_network {
+            let family = Family::of(&address);
+            if shared_families.contains(&family)
+                || routed_families.contains(&family)
+                || !has_route(address)
+            {
+                continue;
+            }
+            routed_families.insert(family);
+            shared_any = true;
+            if routed_chosen {
+                let host = IpNet::from(address);
+                seen.insert((host, family));
+                result.targets.push(Target {
+                    peer: (*name).to_string(),
+                    network: host,
+                    address,
+                    family,
+                    local_interface: String::new(),
+                    routed: true,
                 });
             }
         }

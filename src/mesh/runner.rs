@@ -4,15 +4,21 @@
 //! Owns [`Mesh`]: a refresher task re-reads peers (and re-discovers networks) every
 //! `mesh.refresh_interval` or at once after a config reload, rebuilds the target set, and swaps
 //! it in; targets whose label set stays keep their counters, new ones start at zero, removed
-//! ones disappear from `/metrics`. The table itself is `table.rs`; the sending loop is
+//! ones disappear from `/metrics`. The fleet keys are applied here too: the tiered selection
+//! (rebuilt when the rotation epoch changes), routed peers (the kernel's route lookup), and
+//! `inter_group_series: per_group`, where several targets share one exported label set: the
+//! scrape sums them, and a target that leaves hands its counters to one that stays under the
+//! same labels, so the sums never go back. The table itself is `table.rs`; the sending loop is
 //! `scheduler.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use super::discovery::{DiscoveryOptions, local_networks};
+use super::discovery::{DiscoveryOptions, has_route, local_networks};
+use super::fleet;
 use super::peers::PeerLoader;
 use super::plan::{LocalNetwork, Unplaced};
 use super::stats::{RenderRow, TargetStats, render_labels};
@@ -72,12 +78,11 @@ impl Mesh {
         }
         let table = self.table();
         self.render_mesh_wide(out, &table);
-        let rows: Vec<RenderRow<'_>> = table
-            .targets
-            .iter()
-            .map(|target| RenderRow {
+        let rows: Vec<RenderRow<'_>> = exported_rows(&table)
+            .into_iter()
+            .map(|(target, stats)| RenderRow {
                 labels: &target.rendered_labels,
-                stats: target.stats().snapshot(),
+                stats,
             })
             .collect();
         super::stats::render(out, &rows, &table.buckets, flush);
@@ -95,12 +100,11 @@ impl Mesh {
         for family in crate::proto::from_text::families(&text) {
             crate::proto::write_family(out, &family);
         }
-        let rows: Vec<ProtoRow<'_>> = table
-            .targets
-            .iter()
-            .map(|target| ProtoRow {
-                labels: &target.spec.labels,
-                stats: target.stats().snapshot(),
+        let rows: Vec<ProtoRow<'_>> = exported_rows(&table)
+            .into_iter()
+            .map(|(target, stats)| ProtoRow {
+                labels: &target.exported_labels,
+                stats,
             })
             .collect();
         super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush);
@@ -144,6 +148,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
     let mut last_sources: Option<PeerSources> = None;
     let mut last_networks: Vec<LocalNetwork> = Vec::new();
     let mut last_config: Option<Arc<MeshConfig>> = None;
+    let mut last_epoch: u64 = 0;
     loop {
         let config = shared.config.load_full();
         let Some(mesh_config) = config.clone() else {
@@ -170,17 +175,42 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             last_networks.clone()
         });
         let config_changed = last_config.as_ref() != Some(&mesh_config);
-        if snapshot.changed || networks != last_networks || config_changed {
-            let set = build_targets(
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let epoch = fleet::epoch(since_epoch, &mesh_config.fleet);
+        if snapshot.changed || networks != last_networks || config_changed || epoch != last_epoch {
+            let own: BTreeSet<IpAddr> = networks.iter().map(|n| n.address).collect();
+            let selection = fleet::select(
                 &snapshot.entries,
+                &own,
+                &mesh_config.fleet,
+                &mesh_config.labels,
+                epoch,
+            );
+            if let Some(problem) = &selection.problem {
+                tracing::error!(%problem, "mesh tiered plan");
+            }
+            let set = build_targets(
+                &selection.entries,
                 &networks,
                 &mesh_config.networks,
                 &mesh_config.labels,
+                &has_route,
             );
             for (peer, reason) in &set.unplaced {
                 tracing::info!(peer = %peer, reason = %reason, "mesh peer has no target");
             }
             let previous = shared.table.load_full();
+            let export = |spec: &TargetSpec| {
+                let labels = fleet::exported_labels(
+                    spec,
+                    selection.own_group.as_deref(),
+                    &mesh_config.fleet,
+                    &mesh_config.labels,
+                );
+                labels.unwrap_or_else(|| spec.labels.clone())
+            };
             let table = build_table(
                 &previous,
                 set.targets,
@@ -188,11 +218,13 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                 snapshot.errors,
                 &mesh_config.buckets,
                 mesh_config.histogram.native(),
+                &export,
             );
             tracing::info!(targets = table.targets.len(), "mesh target set updated");
             shared.store_table(table);
             last_networks = networks;
             last_config = Some(mesh_config.clone());
+            last_epoch = epoch;
         } else if snapshot.errors != previous_errors(&shared) {
             let previous = shared.table.load_full();
             let table = TargetTable {
@@ -204,8 +236,16 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             };
             shared.store_table(table);
         }
+        let mut sleep = mesh_config.refresh_interval;
+        if let Some(every) = mesh_config.fleet.rotate_every {
+            // Wake at the next epoch boundary, so the rotation is on time.
+            let into = Duration::from_nanos(
+                u64::try_from(since_epoch.as_nanos() % every.as_nanos()).unwrap_or(0),
+            );
+            sleep = sleep.min(every.saturating_sub(into) + Duration::from_millis(1));
+        }
         tokio::select! {
-            _ = tokio::time::sleep(mesh_config.refresh_interval) => {}
+            _ = tokio::time::sleep(sleep) => {}
             _ = shared.reconfigured.notified() => {}
         }
     }
@@ -217,7 +257,9 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
 
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
 /// long as the histogram buckets are the same and a native histogram is kept either both times
-/// or neither).
+/// or neither). `export` gives a target's exported label set; the counters of a target that goes
+/// while its exported set stays are handed to a target with that set, so a shared (per-group)
+/// series never goes back.
 fn build_table(
     previous: &TargetTable,
     specs: Vec<TargetSpec>,
@@ -225,6 +267,7 @@ fn build_table(
     source_errors: Vec<String>,
     buckets: &[f64],
     native: bool,
+    export: &dyn Fn(&TargetSpec) -> Vec<(String, String)>,
 ) -> TargetTable {
     let same_buckets = previous.buckets == buckets;
     let mut old: HashMap<&[(String, String)], &Arc<MeshTarget>> = HashMap::new();
@@ -237,17 +280,40 @@ fn build_table(
     }
     let targets: Vec<Arc<MeshTarget>> = specs
         .into_iter()
-        .map(|spec| match old.get(spec.labels.as_slice()) {
-            Some(kept) => Arc::clone(kept),
-            None => Arc::new(MeshTarget {
-                rendered_labels: render_labels(&spec.labels),
-                spec,
-                stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
-                recent: Mutex::new(RecentWindow::default()),
-                next_send_index: AtomicU64::new(0),
-            }),
+        .map(|spec| {
+            let exported = export(&spec);
+            match old.get(spec.labels.as_slice()) {
+                Some(kept) if kept.exported_labels == exported => Arc::clone(kept),
+                _ => Arc::new(MeshTarget {
+                    rendered_labels: render_labels(&exported),
+                    exported_labels: exported,
+                    spec,
+                    stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
+                    recent: Mutex::new(RecentWindow::default()),
+                    next_send_index: AtomicU64::new(0),
+                }),
+            }
         })
         .collect();
+    if same_buckets {
+        let kept: BTreeSet<*const MeshTarget> = targets.iter().map(Arc::as_ptr).collect();
+        let mut heir: HashMap<&str, &Arc<MeshTarget>> = HashMap::new();
+        for target in &targets {
+            heir.entry(target.rendered_labels.as_str())
+                .or_insert(target);
+        }
+        for gone in previous
+            .targets
+            .iter()
+            .filter(|t| !kept.contains(&Arc::as_ptr(t)))
+        {
+            let shared = gone.rendered_labels != render_labels(&gone.spec.labels);
+            if let Some(heir) = heir.get(gone.rendered_labels.as_str()).filter(|_| shared) {
+                let stats = gone.stats().snapshot();
+                heir.stats().absorb(&stats);
+            }
+        }
+    }
     let mut by_address: HashMap<IpAddr, Vec<Arc<MeshTarget>>> = HashMap::new();
     for target in &targets {
         by_address
@@ -262,6 +328,24 @@ fn build_table(
         source_errors,
         buckets: buckets.to_vec(),
     }
+}
+
+/// One row per exported label set: targets that share one (`inter_group_series: per_group`)
+/// are summed, so sent = received + lost holds for the shared series too.
+fn exported_rows(table: &TargetTable) -> Vec<(&MeshTarget, TargetStats)> {
+    let mut rows: Vec<(&MeshTarget, TargetStats)> = Vec::with_capacity(table.targets.len());
+    let mut row_of: HashMap<&str, usize> = HashMap::new();
+    for target in &table.targets {
+        let stats = target.stats().snapshot();
+        match row_of.get(target.rendered_labels.as_str()) {
+            Some(index) => rows[*index].1.absorb(&stats),
+            None => {
+                row_of.insert(&target.rendered_labels, rows.len());
+                rows.push((target, stats));
+            }
+        }
+    }
+    rows
 }
 
 /// Gives memory freed after a large scrape back to the operating system, so RSS does not stay

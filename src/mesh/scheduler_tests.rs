@@ -71,6 +71,7 @@ fn table(addresses: &[&str]) -> TargetTable {
                     address,
                     labels: vec![("peer".into(), address.to_string())],
                 },
+                exported_labels: vec![("peer".into(), address.to_string())],
                 rendered_labels: format!("peer=\"{address}\""),
                 stats: Mutex::new(TargetStats::new(1)),
                 recent: Mutex::new(RecentWindow::default()),

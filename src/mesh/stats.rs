@@ -157,6 +157,37 @@ impl TargetStats {
     pub fn record_duplicate(&mut self) {
         self.duplicates += 1;
     }
+
+    /// Adds `other`'s counters and histogram to these (one exported series set for several
+    /// targets, `mesh.inter_group_series: per_group`); sent = received + lost still holds.
+    /// `last_rtt` becomes the larger of the two.
+    pub fn absorb(&mut self, other: &TargetStats) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.lost += other.lost;
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+        self.send_errors += other.send_errors;
+        for (mine, theirs) in self.icmp_errors.iter_mut().zip(other.icmp_errors) {
+            *mine += theirs;
+        }
+        if self.bucket_counts.len() < other.bucket_counts.len() {
+            self.bucket_counts.resize(other.bucket_counts.len(), 0);
+        }
+        for (mine, theirs) in self.bucket_counts.iter_mut().zip(&other.bucket_counts) {
+            *mine += theirs;
+        }
+        self.rtt_sum += other.rtt_sum;
+        match (&mut self.native, &other.native) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.native = Some(theirs.clone()),
+            _ => {}
+        }
+        self.last_rtt = match (self.last_rtt, other.last_rtt) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// One target's rendered label set (`peer="b",network="…",…`) and its stats.

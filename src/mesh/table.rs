@@ -23,6 +23,10 @@ use crate::icmp::{Pinger, ReplyObserver};
 /// One live target.
 pub struct MeshTarget {
     pub spec: TargetSpec,
+    /// The label set its series carry: its own, or its peer group's with
+    /// `inter_group_series: per_group` (then several targets share one).
+    pub exported_labels: Vec<(String, String)>,
+    /// `exported_labels` in the text format.
     pub rendered_labels: String,
     pub stats: Mutex<TargetStats>,
     /// The last probes' outcomes, for `/mesh` (separate from `stats` so scrapes never copy it).

@@ -2,14 +2,14 @@
 //!
 //! Owns one rule on top of [`plan`]: a peer entry that carries an explicit `network` label (as the
 //! charm writes them, already planned) is pinged as given; every other entry goes through
-//! [`plan`] with this machine's networks and `mesh.networks`, and gets the shared network's CIDR
-//! as its `network` label. It also builds each target's final, sorted label set. Pure.
+//! [`plan_with_routes`] with this machine's networks, `mesh.networks` and the route lookup, and
+//! gets the shared network's CIDR (or `routed`) as its `network` label. It also builds each target's final, sorted label set. Pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::peers::PeerEntry;
-use super::plan::{LocalNetwork, NetworkSelector, Peer, Unplaced, plan};
+use super::plan::{LocalNetwork, NetworkSelector, Peer, Unplaced, plan_with_routes};
 use crate::icmp::Family;
 
 /// One target of the mesh, with every label its series carry (sorted by name).
@@ -67,6 +67,7 @@ pub fn build_targets(
     local: &[LocalNetwork],
     selectors: &[NetworkSelector],
     mesh_labels: &BTreeMap<String, String>,
+    has_route: &dyn Fn(IpAddr) -> bool,
 ) -> TargetSet {
     let mut set = TargetSet::default();
     let mut planned_entries: Vec<&PeerEntry> = Vec::new();
@@ -93,7 +94,7 @@ pub fn build_targets(
             .push(entry.address);
     }
     let peers: Vec<Peer> = peers.into_values().collect();
-    let result = plan(local, &peers, selectors);
+    let result = plan_with_routes(local, &peers, selectors, has_route);
     for target in &result.targets {
         // The labels of the entry that announced this address.
         let labels = planned_entries
@@ -103,7 +104,7 @@ pub fn build_targets(
             .unwrap_or_default();
         set.targets.push(spec(
             target.address,
-            target.network.to_string(),
+            target.network_label(),
             &labels,
             mesh_labels,
         ));
@@ -138,7 +139,13 @@ mod tests {
         ];
         let mesh_labels: BTreeMap<String, String> =
             [("site".to_string(), "lab".to_string())].into();
-        let set = build_targets(&entries, &local, &[NetworkSelector::All], &mesh_labels);
+        let set = build_targets(
+            &entries,
+            &local,
+            &[NetworkSelector::All],
+            &mesh_labels,
+            &|_| false,
+        );
         assert_eq!(set.targets.len(), 2);
         let b = set
             .targets
@@ -157,6 +164,21 @@ mod tests {
             .expect("d given");
         assert_eq!(d.label("network"), "wan");
         assert_eq!(set.unplaced, [("c".to_string(), Unplaced::NoCommonNetwork)]);
+        // With a route, c is probed through it.
+        let routed = build_targets(
+            &entries,
+            &local,
+            &[NetworkSelector::All],
+            &mesh_labels,
+            &|_| true,
+        );
+        let c = routed
+            .targets
+            .iter()
+            .find(|t| t.label("peer") == "c")
+            .expect("c routed");
+        assert_eq!(c.label("network"), "routed");
+        assert!(routed.unplaced.is_empty());
         let names: Vec<&str> = b.labels.iter().map(|(k, _)| k.as_str()).collect();
         let mut sorted = names.clone();
         sorted.sort();
