@@ -300,46 +300,50 @@ pub struct ProbeQuery {
     pub target: Option<String>,
     pub module: Option<String>,
     pub debug: bool,
+    /// What `--probe.strict` refuses and blackbox lets pass: conflicting duplicates (the first
+    /// value wins, as Go's `Query().Get`) and `debug=` other than true/false (not debug).
+    pub problems: Vec<String>,
 }
 
-/// Parses and checks the `/probe` query string.
-pub fn parse_probe_query(query: &str) -> Result<ProbeQuery, String> {
+/// Parses the `/probe` query string as blackbox does: the first value of each parameter wins and
+/// only `debug=true` turns debug output on. What a strict server refuses is in `problems`.
+pub fn parse_probe_query(query: &str) -> ProbeQuery {
     let mut parsed = ProbeQuery::default();
+    let mut debug: Option<String> = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match key.as_ref() {
             "target" => &mut parsed.target,
             "module" => &mut parsed.module,
-            "debug" => {
-                parsed.debug = match value.as_ref() {
-                    "true" => true,
-                    "false" | "" => false,
-                    other => {
-                        return Err(format!(
-                            "debug must be \"true\" or \"false\", not {other:?}"
-                        ));
-                    }
-                };
-                continue;
-            }
+            "debug" => &mut debug,
             _ => continue,
         };
         match slot {
-            Some(existing) if *existing != value => {
-                return Err(format!(
-                    "parameter {key:?} is given twice with different values ({existing:?} and {value:?})"
-                ));
-            }
-            _ => *slot = Some(value.into_owned()),
+            Some(existing) if *existing != value => parsed.problems.push(format!(
+                "parameter {key:?} is given twice with different values ({existing:?} and {value:?})"
+            )),
+            Some(_) => {}
+            None => *slot = Some(value.into_owned()),
         }
     }
-    Ok(parsed)
+    match debug.as_deref() {
+        Some("true") => parsed.debug = true,
+        None | Some("false" | "") => {}
+        Some(other) => parsed.problems.push(format!(
+            "debug must be \"true\" or \"false\", not {other:?}"
+        )),
+    }
+    parsed
 }
 
 async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResponse {
-    let query = match parse_probe_query(request.uri().query().unwrap_or("")) {
-        Ok(query) => query,
-        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
-    };
+    let query = parse_probe_query(request.uri().query().unwrap_or(""));
+    let strict = state.probe_options.strict_requests;
+    if let (true, Some(problem)) = (strict, query.problems.first()) {
+        return text(StatusCode::BAD_REQUEST, format!("{problem}\n"));
+    }
+    for problem in &query.problems {
+        tracing::debug!(problem = %problem, "Lenient /probe request (blackbox semantics; --probe.strict refuses it)");
+    }
     let config = state.config.current();
     let module_name = query.module.as_deref().unwrap_or("http_2xx");
     let Some(module) = config.modules.get(module_name) else {
@@ -374,9 +378,11 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             ),
         );
     }
-    if let Err(message) = resolve::check_target_syntax(target) {
-        return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
-    }
+    let invalid_target = match resolve::check_target_syntax(target) {
+        Ok(()) => None,
+        Err(message) if strict => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        Err(message) => Some(message),
+    };
     let Some(_slot) = state.counters.try_start_probe(state.max_concurrent_probes) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -388,16 +394,22 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
     };
     let mut log = ProbeLog::new(query.debug);
     let is_allowed = |address| config.allows(module, address);
-    let outcome = match probe::run_icmp_probe(
-        &state.pinger,
-        target,
-        module,
-        timeout,
-        &is_allowed,
-        &mut log,
-    )
-    .await
-    {
+    let probed = match invalid_target {
+        // blackbox's lookup fails on these; answer the same way without looking anything up.
+        Some(problem) => Ok(probe::invalid_target(target, &problem, timeout, &mut log)),
+        None => {
+            probe::run_icmp_probe(
+                &state.pinger,
+                target,
+                module,
+                timeout,
+                &is_allowed,
+                &mut log,
+            )
+            .await
+        }
+    };
+    let outcome = match probed {
         Ok(outcome) => outcome,
         Err(refused) => {
             state.counters.count_not_allowed();
@@ -455,22 +467,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_parsing_catches_garbage() {
+    fn query_parsing_follows_blackbox_and_names_what_strict_refuses() {
         assert_eq!(
             parse_probe_query("target=198.18.0.1&module=icmp&debug=true"),
-            Ok(ProbeQuery {
+            ProbeQuery {
                 target: Some("198.18.0.1".into()),
                 module: Some("icmp".into()),
-                debug: true
-            })
+                debug: true,
+                problems: vec![],
+            }
         );
-        assert!(parse_probe_query("target=a&target=b").is_err());
-        assert!(parse_probe_query("target=a&target=a").is_ok());
-        assert!(parse_probe_query("debug=yes").is_err());
-        assert!(parse_probe_query("%%%&&==").is_ok());
+        let twice = parse_probe_query("target=a&target=b&module=m&module=n");
         assert_eq!(
-            parse_probe_query("target=fe80%3A%3A1%25eth0").map(|q| q.target),
-            Ok(Some("fe80::1%eth0".into()))
+            twice.target.as_deref(),
+            Some("a"),
+            "first value wins, as in Go"
+        );
+        assert_eq!(twice.module.as_deref(), Some("m"));
+        assert_eq!(twice.problems.len(), 2);
+        assert!(twice.problems[0].contains("given twice"));
+        assert!(parse_probe_query("target=a&target=a").problems.is_empty());
+        let yes = parse_probe_query("target=a&debug=yes");
+        assert!(!yes.debug);
+        assert!(yes.problems[0].contains("debug must be"));
+        assert!(parse_probe_query("debug=true&debug=false").debug);
+        assert!(parse_probe_query("%%%&&==").problems.is_empty());
+        assert_eq!(
+            parse_probe_query("target=fe80%3A%3A1%25eth0").target,
+            Some("fe80::1%eth0".into())
         );
     }
 

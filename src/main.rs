@@ -66,6 +66,12 @@ struct Cli {
     /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
     #[arg(long = "compat.rtt-zero-on-failure")]
     rtt_zero_on_failure: bool,
+    /// Answer 400 to a /probe target that cannot be a hostname or IP address (host:port, a URL,
+    /// [::1]), to conflicting duplicate parameters and to debug= other than true/false. By default
+    /// these are answered as blackbox does: 200 with probe_success 0 (reason="invalid_target")
+    /// for the target; first value wins and no debug for the others.
+    #[arg(long = "probe.strict")]
+    strict_requests: bool,
     /// TLS, basic auth and response headers, in exporter-toolkit's web-config.yml format.
     #[arg(long = "web.config.file", global = true)]
     web_config_file: Option<PathBuf>,
@@ -284,6 +290,7 @@ async fn serve(
         timeout_offset: cli.timeout_offset,
         probe_options: ProbeOptions {
             rtt_zero_on_failure: cli.rtt_zero_on_failure,
+            strict_requests: cli.strict_requests,
         },
         max_concurrent_probes: cli.max_concurrent_probes,
         web,

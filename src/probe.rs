@@ -64,6 +64,9 @@ pub enum FailureReason {
     Timeout,
     /// Every sequence number for this target already had a probe waiting; nothing was sent.
     Busy,
+    /// The target cannot be a hostname or IP address (`host:port`, a URL, `[::1]`); nothing was
+    /// looked up or sent. blackbox fails the same targets at resolution.
+    InvalidTarget,
 }
 
 impl FailureReason {
@@ -76,6 +79,7 @@ impl FailureReason {
             FailureReason::IcmpError => "icmp_error",
             FailureReason::Timeout => "timeout",
             FailureReason::Busy => "busy",
+            FailureReason::InvalidTarget => "invalid_target",
         }
     }
 }
@@ -177,6 +181,32 @@ impl ProbeLog {
 pub struct ProbeOptions {
     /// Export `rtt` = 0 on failure exactly like blackbox, instead of omitting the sample.
     pub rtt_zero_on_failure: bool,
+    /// Answer 400 to a target that cannot be a hostname or IP address, to conflicting duplicate
+    /// parameters and to `debug=` other than true/false, instead of blackbox's 200 with a failed
+    /// probe (`--probe.strict`).
+    pub strict_requests: bool,
+}
+
+/// The outcome of a probe that never started because `target` cannot be a hostname or IP
+/// address: what blackbox reports for it (its lookup fails), with the reason named, and nothing
+/// looked up or sent.
+pub fn invalid_target(
+    target: &str,
+    problem: &str,
+    timeout: Duration,
+    log: &mut ProbeLog,
+) -> ProbeOutcome {
+    let start = Instant::now();
+    log.record(
+        tracing::Level::DEBUG,
+        "Invalid target",
+        &[("target", &target), ("err", &problem)],
+    );
+    let outcome = ProbeOutcome {
+        timeout,
+        ..ProbeOutcome::default()
+    };
+    finish(outcome, FailureReason::InvalidTarget, start, log)
 }
 
 /// The target resolved to an address outside `allowed_targets`; nothing was sent to it.
@@ -603,6 +633,7 @@ mod tests {
             &outcome,
             ProbeOptions {
                 rtt_zero_on_failure: true,
+                ..ProbeOptions::default()
             },
         );
         assert!(compat.contains("probe_icmp_duration_seconds{phase=\"rtt\"} 0\n"));

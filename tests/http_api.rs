@@ -20,7 +20,10 @@ fn bad_probe_requests_get_4xx_with_a_reason() {
     require_namespaces!();
     let net = TestNet::new();
     let config = write_config("blackbox.yml", GOOD);
-    let exporter = Exporter::start(&net.prober, &["--config.file", path_str(&config)]);
+    let exporter = Exporter::start(
+        &net.prober,
+        &["--config.file", path_str(&config), "--probe.strict"],
+    );
     let cases: &[BadRequest] = &[
         (
             "/probe?module=icmp",
@@ -127,6 +130,51 @@ fn bad_probe_requests_get_4xx_with_a_reason() {
         metrics.value("meshprobe_packets_sent_total{ip_protocol=\"ip4\"}"),
         0.0,
         "no bad request may send a packet"
+    );
+}
+
+/// Without `--probe.strict`, targets blackbox fails at resolution get its answer (200,
+/// `probe_success 0`) plus the reason, and still nothing is looked up or sent.
+#[test]
+fn bad_targets_fail_the_probe_like_blackbox_by_default() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let config = write_config("blackbox.yml", GOOD);
+    let exporter = Exporter::start(&net.prober, &["--config.file", path_str(&config)]);
+    for target in [
+        "host:80",
+        "198.18.1.1:80",
+        "http://198.18.1.1/",
+        "%5B::1%5D",
+        "198.18.1.0/24",
+        "a%20b",
+        "%00%ff",
+    ] {
+        let path = format!("/probe?module=icmp&target={target}");
+        let response = exporter.get(&path);
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        let metrics = Metrics::parse(&response.body);
+        assert_eq!(metrics.value("probe_success"), 0.0, "{path}");
+        assert_eq!(
+            metrics.value("probe_icmp_failure_reason{reason=\"invalid_target\"}"),
+            1.0,
+            "{path}"
+        );
+        assert_eq!(metrics.value("probe_ip_protocol"), 0.0, "{path}");
+    }
+    let debug = exporter.get("/probe?module=icmp&target=host:80&debug=true");
+    assert!(
+        debug.body.contains("host:port"),
+        "the debug log names the problem: {}",
+        debug.body
+    );
+    // Still a 400: blackbox refuses these too.
+    assert_eq!(exporter.get("/probe?module=icmp&target=").status, 400);
+    let metrics = exporter.metrics();
+    assert_eq!(
+        metrics.value("meshprobe_packets_sent_total{ip_protocol=\"ip4\"}"),
+        0.0,
+        "an invalid target sends no packet"
     );
 }
 
