@@ -120,7 +120,10 @@ pub fn reload_configs(state: &AppState) -> Result<(), String> {
     let mut errors = Vec::new();
     match state.config.reload() {
         Ok(outcome) => {
-            tracing::info!(?outcome, "Reloaded config file");
+            tracing::info!(
+                changed = matches!(outcome, crate::config::store::ReloadOutcome::Reloaded),
+                "Reloaded config file"
+            );
             state.mesh.reconfigure(state.config.current().mesh.clone());
         }
         Err(error) => {
@@ -392,7 +395,7 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             ),
         );
     };
-    let mut log = ProbeLog::new(query.debug);
+    let mut log = ProbeLog::new(query.debug, module_name, target);
     let is_allowed = |address| config.allows(module, address);
     let probed = match invalid_target {
         // blackbox's lookup fails on these; answer the same way without looking anything up.

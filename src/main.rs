@@ -52,9 +52,10 @@ struct Cli {
     /// Log level of the main logger.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
-    /// Log level of per-probe log lines.
-    #[arg(long = "log.prober", value_enum, default_value = "info")]
-    log_prober: LogLevel,
+    /// Log level for per-probe log lines, which are logged at debug as blackbox does
+    /// [default: --log.level].
+    #[arg(long = "log.prober", value_enum)]
+    log_prober: Option<LogLevel>,
     /// Log format.
     #[arg(
         long = "log.format",
@@ -274,9 +275,15 @@ async fn serve(
     for family in [Family::V4, Family::V6] {
         match check_permissions(family) {
             Ok(kind) => {
-                tracing::info!(family = ?family, socket = kind.as_str(), "ICMP sockets available")
+                tracing::info!(
+                    ip_protocol = family_name(family),
+                    socket = kind.as_str(),
+                    "ICMP sockets available"
+                )
             }
-            Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
+            Err(error) => {
+                tracing::error!(ip_protocol = family_name(family), %error, "ICMP probes will fail")
+            }
         }
     }
     meshprobe::lookup::set_max_concurrency(cli.dns_max_concurrency);
@@ -326,6 +333,13 @@ async fn serve(
     notifier.stopping();
     tracing::info!("Received SIGTERM, exiting gracefully...");
     ExitCode::SUCCESS
+}
+
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip4",
+        Family::V6 => "ip6",
+    }
 }
 
 /// Applies the connection flags, with the limit capped below the open-file limit (raised to its

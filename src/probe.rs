@@ -112,17 +112,41 @@ pub struct ProbeOutcome {
     pub socket_kind: Option<SocketKind>,
 }
 
-/// The per-probe log returned by `debug=true`, in blackbox's logfmt style.
+/// The per-probe log: the lines `debug=true` returns, in blackbox's logfmt style, and the same
+/// lines on the main log at debug level (as blackbox logs them), each naming `module` and
+/// `target`.
 #[derive(Debug, Default)]
 pub struct ProbeLog {
     capture: bool,
+    module: String,
+    target: String,
     lines: Vec<String>,
 }
 
+/// The keys a probe's log line may carry, besides `module` and `target` (which every line has).
+const LINE_KEYS: [&str; 14] = [
+    "ip_protocol",
+    "ip",
+    "srcIP",
+    "seq",
+    "id",
+    "rtt_seconds",
+    "duration_seconds",
+    "timeout_seconds",
+    "reason",
+    "type",
+    "icmp_type",
+    "code",
+    "from",
+    "err",
+];
+
 impl ProbeLog {
-    pub fn new(capture: bool) -> ProbeLog {
+    pub fn new(capture: bool, module: &str, target: &str) -> ProbeLog {
         ProbeLog {
             capture,
+            module: module.to_string(),
+            target: target.to_string(),
             lines: Vec::new(),
         }
     }
@@ -133,42 +157,65 @@ impl ProbeLog {
         message: &str,
         fields: &[(&str, &dyn std::fmt::Display)],
     ) {
-        let enabled = match level {
-            tracing::Level::ERROR => {
-                tracing::enabled!(target: "meshprobe::probe", tracing::Level::ERROR)
-            }
-            tracing::Level::WARN => {
-                tracing::enabled!(target: "meshprobe::probe", tracing::Level::WARN)
-            }
-            _ => tracing::enabled!(target: "meshprobe::probe", tracing::Level::DEBUG),
-        };
+        let enabled = tracing::enabled!(target: "meshprobe::probe", tracing::Level::DEBUG);
         // Formatting costs more than the rest of a probe; skip it when nobody reads the line.
         if !enabled && !self.capture {
             return;
         }
-        let mut rendered = String::new();
-        for (key, value) in fields {
-            let value = value.to_string();
-            if value.is_empty() || value.contains([' ', '"', '=']) {
-                let _ = write!(rendered, " {key}={value:?}");
-            } else {
-                let _ = write!(rendered, " {key}={value}");
-            }
-        }
-        match level {
-            tracing::Level::ERROR => {
-                tracing::error!(target: "meshprobe::probe", "{message}{rendered}")
-            }
-            tracing::Level::WARN => {
-                tracing::warn!(target: "meshprobe::probe", "{message}{rendered}")
-            }
-            _ => tracing::debug!(target: "meshprobe::probe", "{message}{rendered}"),
+        debug_assert!(
+            fields
+                .iter()
+                .all(|(key, _)| *key == "target" || LINE_KEYS.contains(key)),
+            "add the key to LINE_KEYS"
+        );
+        if enabled {
+            self.emit(message, fields);
         }
         if self.capture {
+            let mut rendered = String::new();
+            for (key, value) in fields {
+                let value = value.to_string();
+                if value.is_empty() || value.contains([' ', '"', '=']) {
+                    let _ = write!(rendered, " {key}={value:?}");
+                } else {
+                    let _ = write!(rendered, " {key}={value}");
+                }
+            }
             let level = level.as_str().to_ascii_lowercase();
             self.lines
                 .push(format!("level={level} msg={message:?}{rendered}"));
         }
+    }
+
+    /// One structured debug event: `module`, `target`, the message, then the line's own keys
+    /// (its `target`, the same as the probe's, is not repeated).
+    fn emit(&self, message: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| tracing::field::display(*value))
+        };
+        tracing::debug!(
+            target: "meshprobe::probe",
+            module = %self.module,
+            "target" = %self.target,
+            ip_protocol = field("ip_protocol"),
+            ip = field("ip"),
+            srcIP = field("srcIP"),
+            seq = field("seq"),
+            id = field("id"),
+            rtt_seconds = field("rtt_seconds"),
+            duration_seconds = field("duration_seconds"),
+            timeout_seconds = field("timeout_seconds"),
+            reason = field("reason"),
+            "type" = field("type"),
+            icmp_type = field("icmp_type"),
+            code = field("code"),
+            from = field("from"),
+            err = field("err"),
+            "{message}"
+        );
     }
 
     pub fn lines(&self) -> &[String] {

@@ -136,6 +136,7 @@ fn bad_probe_requests_get_4xx_with_a_reason() {
 /// Without `--probe.strict`, targets blackbox fails at resolution get its answer (200,
 /// `probe_success 0`) plus the reason, and still nothing is looked up or sent.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn bad_targets_fail_the_probe_like_blackbox_by_default() {
     require_namespaces!();
     let net = TestNet::new();
