@@ -25,6 +25,7 @@ use crate::mesh::view::mesh_off_json;
 use crate::probe::{self, ProbeLog};
 use crate::resolve;
 use crate::web;
+use crate::web::prefix::Routed;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -82,12 +83,18 @@ pub fn parse_listen_address(text: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpResponse {
-    match request.uri().path() {
+    let path = request.uri().path().to_string();
+    let route = match state.routes.route(&path) {
+        Routed::Route(route) => route,
+        Routed::Redirect(location) => return redirect(location),
+    };
+    match route {
         "/probe" => handle_probe(state, &request).await,
         "/metrics" => metrics_response(state, &request).await,
         "/-/healthy" => text(StatusCode::OK, "Healthy"),
         "/-/reload" => handle_reload(state, request.method()),
         "/config" => text(StatusCode::OK, state.config.current().to_yaml()),
+        "/logs" => logs_response(state, request.uri().query().unwrap_or("")),
         "/mesh" => mesh_response(state, &request, MeshFormat::Html).await,
         "/mesh.json" => mesh_response(state, &request, MeshFormat::Json).await,
         "/" => with_content_type(
@@ -96,6 +103,64 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
         ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
+}
+
+/// blackbox's answer outside the route prefix: 302 to the prefix.
+fn redirect(location: &str) -> HttpResponse {
+    let mut response = text(StatusCode::FOUND, "");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, value);
+    }
+    response
+}
+
+/// `/logs?id=N`: the debug output of a probe in the history, with blackbox's answers for an id
+/// that is not a number (500) or no longer kept (404).
+fn logs_response(state: &AppState, query: &str) -> HttpResponse {
+    let id = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "id")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let Ok(id) = id.parse::<u64>() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Invalid probe id");
+    };
+    let Some(entry) = state.history.get(id) else {
+        return text(StatusCode::NOT_FOUND, "Probe id not found");
+    };
+    let config = state.config.current();
+    text(
+        StatusCode::OK,
+        debug_output(
+            &entry.log_lines,
+            &entry.metrics,
+            &entry.module,
+            config.modules.get(&entry.module),
+        ),
+    )
+}
+
+/// What `debug=true` answers and `/logs?id=N` shows, laid out as blackbox does.
+fn debug_output(
+    log_lines: &[String],
+    metrics: &str,
+    module_name: &str,
+    module: Option<&crate::config::Module>,
+) -> String {
+    let module_yaml = match module {
+        Some(module) => crate::config::Config {
+            modules: [(module_name.to_string(), module.clone())].into(),
+            allowed_targets: Vec::new(),
+            mesh: None,
+        }
+        .to_yaml(),
+        None => format!("module {module_name:?} is no longer configured\n"),
+    };
+    format!(
+        "Logs for the probe:\n{}\n\n\n\nMetrics that would have been returned:\n{metrics}\n\n\n\nModule configuration:\n{module_yaml}",
+        log_lines.join("\n")
+    )
 }
 
 fn handle_reload(state: &AppState, method: &Method) -> HttpResponse {
@@ -395,7 +460,7 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             ),
         );
     };
-    let mut log = ProbeLog::new(query.debug, module_name, target);
+    let mut log = ProbeLog::new(query.debug || state.history.enabled(), module_name, target);
     let is_allowed = |address| config.allows(module, address);
     let probed = match invalid_target {
         // blackbox's lookup fails on these; answer the same way without looking anything up.
@@ -424,24 +489,24 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
     };
     state.counters.count_probe(outcome.success);
     let metrics = probe::render(&outcome, state.probe_options);
-    if query.debug {
-        let module_yaml = crate::config::Config {
-            modules: [(module_name.to_string(), module.clone())].into(),
-            allowed_targets: Vec::new(),
-            mesh: None,
-        }
-        .to_yaml();
-        let body = format!(
-            "Logs for the probe:\n{}\n\n\n\nMetrics that would have been returned:\n{metrics}\n\n\n\nModule configuration:\n{module_yaml}",
-            log.lines().join("\n")
-        );
-        return text(StatusCode::OK, body);
+    let body = query
+        .debug
+        .then(|| debug_output(log.lines(), &metrics, module_name, Some(module)));
+    if state.history.enabled() {
+        let lines = log.take_lines();
+        state
+            .history
+            .add(module_name, target, outcome.success, lines, metrics.clone());
     }
-    with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE)
+    match body {
+        Some(body) => text(StatusCode::OK, body),
+        None => with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE),
+    }
 }
 
 fn landing_page(state: &AppState) -> String {
     let config = state.config.current();
+    let link = |route: &str| html_escape(&state.routes.link(route));
     let modules: String = config
         .modules
         .iter()
@@ -453,14 +518,35 @@ fn landing_page(state: &AppState) -> String {
             )
         })
         .collect();
+    let recent: String = state
+        .history
+        .recent()
+        .into_iter()
+        .map(|(id, module, target, success)| {
+            let result = if success { "Success" } else { "<strong>Failure</strong>" };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{result}</td><td><a href=\"{}?id={id}\">Logs</a></td></tr>",
+                html_escape(&module),
+                html_escape(&target),
+                link("/logs"),
+            )
+        })
+        .collect();
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>meshprobe</title></head><body>\
          <h1>meshprobe</h1><p>blackbox_exporter-compatible ICMP exporter, version {}</p>\
-         <ul><li><a href=\"probe?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
-         <li><a href=\"metrics\">Metrics</a></li><li><a href=\"mesh\">Mesh matrix</a></li><li><a href=\"config\">Configuration</a></li>\
-         <li><a href=\"-/healthy\">Health</a></li></ul>\
-         <h2>Modules from {}</h2><ul>{modules}</ul></body></html>\n",
+         <ul><li><a href=\"{}?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
+         <li><a href=\"{}\">Metrics</a></li><li><a href=\"{}\">Mesh matrix</a></li><li><a href=\"{}\">Configuration</a></li>\
+         <li><a href=\"{}\">Health</a></li></ul>\
+         <h2>Modules from {}</h2><ul>{modules}</ul>\
+         <h2>Recent Probes</h2><table border=\"1\"><tr><th>Module</th><th>Target</th><th>Result</th><th>Debug</th></tr>{recent}</table>\
+         </body></html>\n",
         env!("CARGO_PKG_VERSION"),
+        link("/probe"),
+        link("/metrics"),
+        link("/mesh"),
+        link("/config"),
+        link("/-/healthy"),
         html_escape(&state.config.source_name()),
     )
 }

@@ -12,6 +12,7 @@
 //! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
 //! | [`http`] | the HTTP server and routes |
+//! | [`history`] | the last `--history.limit` probes behind "Recent Probes" and `/logs?id=N` |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
 //! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
@@ -20,7 +21,7 @@
 //! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
-//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts |
+//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts; `--web.route-prefix` and `--web.external-url` (`web::prefix`) |
 //!
 //! Dependencies run one way: [`http`] and [`self_metrics`] → [`app`] → [`probe`], [`mesh`],
 //! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]. The v4/v6
@@ -49,6 +50,7 @@ pub mod app;
 pub mod charm;
 pub mod config;
 pub mod expo;
+pub mod history;
 pub mod http;
 pub mod icmp;
 pub mod logging;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use meshprobe::app::{AppState, ExporterCounters};
 use meshprobe::config::store::ConfigStore;
+use meshprobe::history::ProbeHistory;
 use meshprobe::http;
 use meshprobe::icmp::{Family, Pinger, check_permissions};
 use meshprobe::logging::{self, LogFormat, LogLevel};
@@ -22,6 +23,7 @@ use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::sys;
+use meshprobe::web::prefix::RoutePrefix;
 use meshprobe::web::{WebConfig, WebStore, limits, listener};
 use tokio::net::TcpListener;
 
@@ -46,6 +48,21 @@ struct Cli {
     /// Address to listen on for HTTP (repeatable).
     #[arg(long = "web.listen-address", default_value = ":9115")]
     listen_addresses: Vec<String>,
+    /// Use the listening sockets systemd passes (socket activation: LISTEN_FDS, LISTEN_PID)
+    /// instead of --web.listen-address.
+    #[arg(long = "web.systemd-socket")]
+    systemd_socket: bool,
+    /// The URL under which meshprobe is reachable (e.g. behind a reverse proxy); its path is the
+    /// default route prefix and the base of the pages' links.
+    #[arg(long = "web.external-url")]
+    external_url: Option<String>,
+    /// Prefix for all HTTP endpoints [default: the path of --web.external-url].
+    #[arg(long = "web.route-prefix")]
+    route_prefix: Option<String>,
+    /// How many recent probes the landing page lists, with their debug logs at /logs?id=N
+    /// (0 keeps none and skips capturing their logs).
+    #[arg(long = "history.limit", default_value_t = 100)]
+    history_limit: usize,
     /// Seconds subtracted from Prometheus's scrape timeout to get the probe timeout.
     #[arg(long = "timeout-offset", default_value_t = 0.5)]
     timeout_offset: f64,
@@ -204,8 +221,29 @@ fn run_server(cli: Cli) -> ExitCode {
             "Loaded web config file"
         );
     }
+    let routes = match RoutePrefix::new(cli.external_url.as_deref(), cli.route_prefix.as_deref()) {
+        Ok(routes) => routes,
+        Err(error) => {
+            tracing::error!(%error, "Error parsing the external URL or route prefix");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut listeners = Vec::new();
-    for text in &cli.listen_addresses {
+    if cli.systemd_socket {
+        match sys::systemd_listeners() {
+            Ok(passed) => listeners = passed,
+            Err(error) => {
+                tracing::error!(%error, "Error taking the systemd sockets");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let addresses_to_bind = if cli.systemd_socket {
+        &[][..]
+    } else {
+        &cli.listen_addresses[..]
+    };
+    for text in addresses_to_bind {
         let addresses = match http::parse_listen_address(text) {
             Ok(addresses) => addresses,
             Err(error) => {
@@ -239,7 +277,7 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     }
     match build_runtime(cli.worker_threads) {
-        Ok(runtime) => runtime.block_on(serve(cli, store, web, listeners)),
+        Ok(runtime) => runtime.block_on(serve(cli, store, web, listeners, routes)),
         Err(code) => code,
     }
 }
@@ -271,6 +309,7 @@ async fn serve(
     store: ConfigStore,
     web: WebStore,
     listeners: Vec<std::net::TcpListener>,
+    routes: RoutePrefix,
 ) -> ExitCode {
     for family in [Family::V4, Family::V6] {
         match check_permissions(family) {
@@ -302,7 +341,10 @@ async fn serve(
         max_concurrent_probes: cli.max_concurrent_probes,
         web,
         mesh,
+        history: ProbeHistory::new(cli.history_limit),
+        routes,
     });
+    tracing::debug!(route_prefix = state.routes.display(), "Serving routes");
     let mut listening_on = Vec::new();
     for listener in listeners {
         match TcpListener::from_std(listener) {

@@ -221,6 +221,11 @@ impl ProbeLog {
     pub fn lines(&self) -> &[String] {
         &self.lines
     }
+
+    /// The captured lines, leaving none.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
+    }
 }
 
 /// Settings that come from flags rather than the module.
