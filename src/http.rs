@@ -105,6 +105,20 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
     }
 }
 
+/// Which allow-list refused `address`: the top-level one, else the module's.
+fn refusing_list(
+    config: &crate::config::Config,
+    module_name: &str,
+    address: std::net::IpAddr,
+) -> String {
+    let top_level = &config.allowed_targets;
+    if !top_level.is_empty() && !top_level.iter().any(|net| net.contains(&address)) {
+        "the top-level allowed_targets".to_string()
+    } else {
+        format!("allowed_targets of module {module_name:?}")
+    }
+}
+
 /// blackbox's answer outside the route prefix: 302 to the prefix.
 fn redirect(location: &str) -> HttpResponse {
     let mut response = text(StatusCode::FOUND, "");
@@ -483,7 +497,11 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             state.counters.count_not_allowed();
             return text(
                 StatusCode::FORBIDDEN,
-                format!("target {target:?}: {refused} of module {module_name:?}\n"),
+                format!(
+                    "target {target:?}: address {} is not in {}\n",
+                    refused.address,
+                    refusing_list(&config, module_name, refused.address)
+                ),
             );
         }
     };

@@ -27,6 +27,19 @@ use meshprobe::web::prefix::RoutePrefix;
 use meshprobe::web::{WebConfig, WebStore, limits, listener};
 use tokio::net::TcpListener;
 
+/// `--version`, laid out as blackbox's (build.rs records the commit, date and compiler).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision: ",
+    env!("MESHPROBE_BUILD_COMMIT"),
+    ")\n  build date:       ",
+    env!("MESHPROBE_BUILD_DATE"),
+    "\n  rust version:     ",
+    env!("MESHPROBE_RUST_VERSION"),
+    "\n  platform:         ",
+    env!("MESHPROBE_PLATFORM"),
+);
+
 /// A Go duration above zero, for the timeout flags.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match meshprobe::config::duration::parse_go_duration(text)? {
@@ -37,10 +50,10 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 /// blackbox_exporter-compatible ICMP exporter and peer mesh prober.
 #[derive(Debug, Parser)]
-#[command(name = "meshprobe", version, about)]
+#[command(name = "meshprobe", version, long_version = LONG_VERSION, about)]
 struct Cli {
     /// Configuration file (blackbox.yml format). Without it, the embedded default is used.
-    #[arg(long = "config.file", global = true)]
+    #[arg(long = "config.file")]
     config_file: Option<PathBuf>,
     /// Validate the configuration file and exit.
     #[arg(long = "config.check")]
@@ -91,7 +104,7 @@ struct Cli {
     #[arg(long = "probe.strict")]
     strict_requests: bool,
     /// TLS, basic auth and response headers, in exporter-toolkit's web-config.yml format.
-    #[arg(long = "web.config.file", global = true)]
+    #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
     /// Switch to this user after binding the listeners, keeping only CAP_NET_RAW (and only if
     /// ping sockets are not allowed for the user's group).
@@ -130,7 +143,7 @@ enum Command {
     /// Ping a host with the exporter's engine.
     Ping(PingArgs),
     /// Validate the configuration file and exit.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// List this machine's networks as mesh mode sees them.
     Networks {
         /// Include link-local addresses.
@@ -140,6 +153,17 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// The files `check-config` validates (also accepted before the subcommand).
+#[derive(Debug, Clone, clap::Args)]
+struct CheckConfigArgs {
+    /// Configuration file (blackbox.yml format). Without it, the embedded default is checked.
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+    /// Web config file (exporter-toolkit's web-config.yml) to check too.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -160,7 +184,11 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::CheckConfig) => check_config(&cli),
+        Some(Command::CheckConfig(ref args)) => {
+            let config_file = args.config_file.clone().or(cli.config_file.clone());
+            let web_config_file = args.web_config_file.clone().or(cli.web_config_file.clone());
+            check_config(config_file, web_config_file)
+        }
         Some(Command::Networks { link_local, all }) => {
             let options = DiscoveryOptions {
                 include_link_local: link_local,
@@ -177,7 +205,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ if cli.config_check => check_config(&cli),
+        _ if cli.config_check => check_config(cli.config_file, cli.web_config_file),
         _ => run_server(cli),
     }
 }
@@ -204,6 +232,7 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     };
     tracing::info!(file = %store.source_name(), "Loaded config file");
+    log_other_probers(&store.current());
     // Before --run-as: the key file may be readable by root only.
     let web = match WebStore::load(cli.web_config_file.clone()) {
         Ok(web) => web,
@@ -282,8 +311,24 @@ fn run_server(cli: Cli) -> ExitCode {
     }
 }
 
-fn check_config(cli: &Cli) -> ExitCode {
-    if let Some(path) = &cli.web_config_file {
+/// Modules of blackbox's other probers load, but their /probe answers 400: say so once.
+fn log_other_probers(config: &meshprobe::config::Config) {
+    let others: Vec<String> = config
+        .modules
+        .iter()
+        .filter(|(_, module)| !module.is_icmp())
+        .map(|(name, module)| format!("{name} ({})", module.prober))
+        .collect();
+    if !others.is_empty() {
+        tracing::warn!(
+            modules = %others.join(", "),
+            "Modules of other probers are configured; /probe answers 400 for them (keep blackbox_exporter for those)"
+        );
+    }
+}
+
+fn check_config(config_file: Option<PathBuf>, web_config_file: Option<PathBuf>) -> ExitCode {
+    if let Some(path) = &web_config_file {
         match WebConfig::load(path) {
             Ok(_) => tracing::info!(file = %path.display(), "Web config file is ok"),
             Err(error) => {
@@ -292,7 +337,7 @@ fn check_config(cli: &Cli) -> ExitCode {
             }
         }
     }
-    match ConfigStore::load(cli.config_file.clone()) {
+    match ConfigStore::load(config_file) {
         Ok(store) => {
             tracing::info!(file = %store.source_name(), "Config file is ok exiting...");
             ExitCode::SUCCESS

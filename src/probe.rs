@@ -327,6 +327,16 @@ pub async fn run_icmp_probe(
         "Resolved target address",
         &[("target", &target), ("ip", &resolved.address)],
     );
+    if timeout.is_zero() {
+        // The scrape timeout is below --timeout-offset and the module sets none: blackbox's
+        // context has expired before the probe starts, so it fails. Send nothing.
+        log.record(
+            tracing::Level::WARN,
+            "Timeout reading from socket",
+            &[("timeout_seconds", &0)],
+        );
+        return Ok(finish(outcome, FailureReason::Timeout, start, log));
+    }
 
     if let Some(source) = settings.source_ip_address {
         log.record(

@@ -24,7 +24,7 @@ const MESHPROBE_EXTRAS: [&str; 4] = [
     "probe_timeout_seconds",
 ];
 
-const CONFIG: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 5s\n  icmp_ip4:\n    prober: icmp\n    timeout: 5s\n    icmp:\n      preferred_ip_protocol: ip4\n";
+const CONFIG: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 5s\n  icmp_ip4:\n    prober: icmp\n    timeout: 5s\n    icmp:\n      preferred_ip_protocol: ip4\n  icmp_no_timeout:\n    prober: icmp\n";
 
 fn require_blackbox() -> bool {
     if Path::new(BLACKBOX).exists() {
@@ -71,6 +71,13 @@ fn cases() -> Vec<Case> {
             name: "resolution failure",
             path: "/probe?module=icmp&target=no-such-host.test".into(),
             headers: vec![],
+        },
+        // Without a module timeout, a scrape timeout below --timeout-offset leaves none: blackbox
+        // fails the probe (its context has expired).
+        Case {
+            name: "scrape timeout below the offset",
+            path: format!("/probe?module=icmp_no_timeout&target={TARGET_V4}"),
+            headers: vec![("X-Prometheus-Scrape-Timeout-Seconds", "0.3")],
         },
         Case {
             name: "host:port",

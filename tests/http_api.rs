@@ -169,6 +169,11 @@ fn bad_targets_fail_the_probe_like_blackbox_by_default() {
         "the debug log names the problem: {}",
         debug.body
     );
+    let log = exporter.log();
+    assert!(
+        log.contains("Modules of other probers are configured") && log.contains("http_2xx (http)"),
+        "startup names the modules that will answer 400: {log}"
+    );
     // Still a 400: blackbox refuses these too.
     assert_eq!(exporter.get("/probe?module=icmp&target=").status, 400);
     let metrics = exporter.metrics();
