@@ -343,7 +343,10 @@ fn check_config(config_file: Option<PathBuf>, web_config_file: Option<PathBuf>) 
             ExitCode::SUCCESS
         }
         Err(error) => {
-            tracing::error!(%error, "Error loading config");
+            // One log line, then the diagnostic as a person reads it: every problem on its own
+            // line, the parser's source excerpt with its caret intact.
+            tracing::error!(file = %error.file, "Error loading config");
+            eprintln!("{error}");
             ExitCode::FAILURE
         }
     }

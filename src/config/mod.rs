@@ -156,6 +156,87 @@ struct RawIcmp {
     allowed_targets: Vec<String>,
 }
 
+/// `file:line: message`, or the message alone when the line is unknown.
+fn at_line(file: &str, line: Option<usize>, message: String) -> String {
+    match line {
+        Some(line) => format!("{file}:{line}: {message}"),
+        None => message,
+    }
+}
+
+/// Best effort: the 1-based line of the key at `path` (each key indented deeper than the last),
+/// refined to the `field "a.b"` that `message` names, if that key is found below it.
+fn locate(text: &str, path: &[&str], message: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let key_at = |from: usize, min_indent: Option<usize>, key: &str| {
+        lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, line)| {
+                let trimmed = line.trim_start();
+                min_indent.is_none_or(|min| indent(line) > min)
+                    && (trimmed.starts_with(&format!("{key}:"))
+                        || trimmed.starts_with(&format!("\"{key}\":"))
+                        || trimmed.starts_with(&format!("'{key}':")))
+            })
+            .map(|(index, line)| (index, indent(line)))
+    };
+    let mut found: Option<(usize, usize)> = None;
+    for key in path {
+        found = Some(match found {
+            None => key_at(0, None, key)?,
+            Some((index, depth)) => key_at(index + 1, Some(depth), key)?,
+        });
+    }
+    let (mut index, mut depth) = found?;
+    let field = message
+        .split_once("field \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(field, _)| field);
+    let last = path.last().copied().unwrap_or_default();
+    let keys = field.into_iter().flat_map(|field| field.split('.'));
+    // `field "mesh.buckets"` below the `mesh:` key: skip the repeated `mesh`.
+    for key in keys.skip_while(|key| *key == last) {
+        let Some((next, next_depth)) = key_at(index + 1, Some(depth), key) else {
+            break;
+        };
+        (index, depth) = (next, next_depth);
+    }
+    Some(index + 1)
+}
+
+/// serde-saphyr's user-facing wording, with the type a field wants in a user's words (not
+/// `invalid i64`) and a duplicate key named as such (not the parser's `DuplicateKeyPolicy`).
+struct UserWords;
+
+impl serde_saphyr::MessageFormatter for UserWords {
+    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> std::borrow::Cow<'a, str> {
+        use serde_saphyr::Error;
+        match err {
+            Error::InvalidScalar { ty, .. } => {
+                let wanted = match *ty {
+                    "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+                    "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+                    "f32" | "f64" => "a number",
+                    "bool" => "true or false",
+                    "char" => "a single character",
+                    other => other,
+                };
+                format!("expected {wanted}").into()
+            }
+            Error::DuplicateMappingKey { key: Some(key), .. } => {
+                format!("key {key:?} is given twice; keep one").into()
+            }
+            Error::Unexpected { expected, .. } if expected.contains("scalar") => {
+                "expected a single value here, not a list or a mapping".into()
+            }
+            _ => serde_saphyr::UserMessageFormatter.format_message(err),
+        }
+    }
+}
+
 /// Accepts a Go duration string, or the integer 0 (as yaml.v3 does for `time.Duration`).
 fn go_duration_field<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -211,20 +292,55 @@ impl Config {
                 "the file is empty; it needs a modules: section".into(),
             ));
         }
-        let raw: RawConfig = serde_saphyr::from_str(text)
-            .map_err(|e| error(format!("error parsing config file: {e}")))?;
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let options = serde_saphyr::render_options! {
+                formatter: &UserWords,
+                source_name: Some(file),
+            };
+            error(format!(
+                "error parsing config file: {}",
+                e.render_with_options(options)
+            ))
+        })?;
+        // Every validation problem, not just the first.
+        let mut problems = Vec::new();
         let mut modules = BTreeMap::new();
         for (name, raw_module) in raw.modules {
-            let module = validate_module(&name, raw_module)
-                .map_err(|message| error(format!("module {name:?}: {message}")))?;
-            modules.insert(name, module);
+            match validate_module(&name, raw_module) {
+                Ok(module) => {
+                    modules.insert(name, module);
+                }
+                Err(message) => {
+                    let line = locate(text, &["modules", &name], &message);
+                    problems.push(at_line(file, line, format!("module {name:?}: {message}")));
+                }
+            }
         }
         let allowed_targets = parse_networks(&raw.allowed_targets)
-            .map_err(|message| error(format!("field \"allowed_targets\": {message}")))?;
-        let mut mesh = match raw.mesh {
-            Some(raw_mesh) => Some(raw_mesh.validate().map_err(error)?),
+            .map_err(|message| {
+                let line = locate(text, &["allowed_targets"], "");
+                let message = format!("field \"allowed_targets\": {message}");
+                problems.push(at_line(file, line, message));
+            })
+            .unwrap_or_default();
+        let mut mesh = match raw.mesh.map(|raw_mesh| raw_mesh.validate()) {
+            Some(Ok(mesh)) => Some(mesh),
+            Some(Err(message)) => {
+                let line = locate(text, &["mesh"], &message);
+                problems.push(at_line(file, line, message));
+                None
+            }
             None => None,
         };
+        if !problems.is_empty() {
+            let count = problems.len();
+            let heading = if count == 1 {
+                String::new()
+            } else {
+                format!("{count} problems:\n")
+            };
+            return Err(error(format!("{heading}{}", problems.join("\n"))));
+        }
         // The top-level allow-list applies to mesh peers too.
         if let Some(mesh) = &mut mesh {
             mesh.peers.allowed_targets = allowed_targets.clone();
@@ -375,6 +491,36 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.yml")
+    }
+
+    #[test]
+    fn every_validation_problem_is_reported_with_its_line() {
+        let text = "allowed_targets: [nope]\nmodules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: 300\n  icmp:\n    prober: icmp\n    icmp:\n      payload_size: -1\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.starts_with("3 problems:"), "{message}");
+        assert!(message.contains("test.yml:6: module \"a\""), "{message}");
+        assert!(
+            message.contains("test.yml:10: module \"icmp\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:1: field \"allowed_targets\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn parser_errors_name_the_file_and_the_type_in_user_words() {
+        let message = parse("modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: x\n")
+            .expect_err("invalid")
+            .message;
+        assert!(message.contains("test.yml:5:12"), "{message}");
+        assert!(message.contains("expected an integer"), "{message}");
+        let message =
+            parse("modules:\n  a:\n    prober: icmp\n    icmp:\n      dont_fragment: 3\n")
+                .expect_err("invalid")
+                .message;
+        assert!(message.contains("expected boolean"), "{message}");
     }
 
     #[test]
