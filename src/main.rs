@@ -339,6 +339,19 @@ fn check_config(config_file: Option<PathBuf>, web_config_file: Option<PathBuf>) 
     }
     match ConfigStore::load(config_file) {
         Ok(store) => {
+            let config = store.current();
+            let problems = config
+                .mesh
+                .as_ref()
+                .map(meshprobe::mesh::check::offline_problems)
+                .unwrap_or_default();
+            if !problems.is_empty() {
+                tracing::error!(file = %store.source_name(), "Error checking the mesh section");
+                for problem in &problems {
+                    eprintln!("{}: {problem}", store.source_name());
+                }
+                return ExitCode::FAILURE;
+            }
             tracing::info!(file = %store.source_name(), "Config file is ok exiting...");
             ExitCode::SUCCESS
         }

@@ -2,6 +2,8 @@
 //! with a top-level `modules:`, `mesh:` or `allowed_targets:`) passes `meshprobe --config.check`,
 //! and each Prometheus block (a whole `scrape_configs:` file, or a scrape job to go under one)
 //! passes `promtool check config` where promtool is installed. Nothing here sends a packet.
+//! The README's peers file is its example, config/peers.example.json, put where the snippet
+//! says, since `--config.check` reads peers files too.
 
 mod support;
 
@@ -11,6 +13,7 @@ use std::process::Command;
 use support::*;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
+const INSTALLED_PEERS: &str = "/etc/meshprobe/peers.json";
 
 /// (line of the opening fence, text) of every ```yaml block.
 fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
@@ -51,11 +54,19 @@ fn failure(what: &str, line: usize, output: &std::process::Output) -> String {
 fn readme_yaml_examples_are_valid() {
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let markdown = std::fs::read_to_string(&readme).expect("read README.md");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/peers.example.json");
+    let example_peers = write_config(
+        "peers.json",
+        &std::fs::read_to_string(example).expect("read config/peers.example.json"),
+    );
     let mut failures = Vec::new();
     let mut meshprobe_configs = 0;
     for (line, text) in yaml_blocks(&markdown) {
         if has_top_level_key(&text, &["modules", "mesh", "allowed_targets"]) {
             meshprobe_configs += 1;
+            // The README's peers file is config/peers.example.json installed in /etc/meshprobe;
+            // --config.check reads it, so put that example where the snippet points.
+            let text = text.replace(INSTALLED_PEERS, path_str(&example_peers));
             let file = write_config("readme.yml", &text);
             let output = Command::new(binary())
                 .args(["--config.check", "--config.file", path_str(&file)])

@@ -136,6 +136,9 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
         for error in &snapshot.new_errors {
             tracing::warn!(%error, "mesh peer source problem; keeping its last good content");
         }
+        for source in &snapshot.recovered {
+            tracing::info!(%source, "mesh peer source recovered; its content is in force again");
+        }
         let networks = local_networks(DiscoveryOptions::default()).unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot list local networks; keeping the previous list");
             last_networks.clone()
