@@ -304,6 +304,7 @@ fn config_check_reports_file_module_and_field() {
     // Every problem, each with file and line, in the user's words; the parser's excerpt intact.
     let two_bad_modules = "modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: 300\n  b:\n    prober: icmp\n    icmp:\n      payload_size: -1\n";
     let type_error = "modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: abc\n";
+    let two_type_errors = "modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: abc\n      ip_protocol_fallback: maybe\n";
     let duplicate = "modules:\n  a:\n    prober: icmp\n  a:\n    prober: icmp\n";
     for (text, expected) in [
         (
@@ -317,6 +318,14 @@ fn config_check_reports_file_module_and_field() {
         (
             duplicate,
             &["blackbox.yml:4:3", "key \"a\" is given twice"][..],
+        ),
+        (
+            two_type_errors,
+            &[
+                "blackbox.yml:5:12: expected an integer",
+                "blackbox.yml:6:29",
+                "2 problems",
+            ][..],
         ),
     ] {
         let path = write_config("blackbox.yml", text);

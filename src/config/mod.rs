@@ -156,6 +156,89 @@ struct RawIcmp {
     allowed_targets: Vec<String>,
 }
 
+/// `file:line:column: message` for a parser error.
+fn value_error_line(file: &str, error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::{Error, MessageFormatter};
+    let inner = match error {
+        Error::WithSnippet { error, .. } => error,
+        other => other,
+    };
+    // Rendering entry points neutralise control characters; calling the formatter directly
+    // does not, so do it here.
+    let message = UserWords
+        .format_message(inner)
+        .replace(char::is_control, " ");
+    match error.location() {
+        Some(at) => format!("{file}:{}:{}: {message}", at.line(), at.column()),
+        None => format!("{file}: {message}"),
+    }
+}
+
+/// The parser stops at its first error. When that error is a bad plain value on a `key: value`
+/// line (the type errors a user makes: `ttl: abc`), find the ones after it too: blank that value
+/// to `null` (every such field is optional) and parse again, at most 20 times. Any other kind
+/// of error ends the search, since blanking could not repair it.
+fn later_value_errors(text: &str, first: &serde_saphyr::Error) -> Vec<serde_saphyr::Error> {
+    let mut errors = Vec::new();
+    let mut text = text.to_string();
+    let mut current = blank_value_at(&text, first);
+    while let Some(next) = current.take() {
+        if errors.len() >= 20 {
+            break;
+        }
+        text = next;
+        match serde_saphyr::from_str::<RawConfig>(&text) {
+            Ok(_) => break,
+            Err(error) => {
+                current = blank_value_at(&text, &error);
+                // A blanked value that is still wrong (a required field): stop rather than
+                // report an error of our own making.
+                let mine = current.is_none()
+                    && error
+                        .location()
+                        .is_some_and(|at| line_value(&text, at.line()) == Some("null"));
+                if !mine {
+                    errors.push(error);
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// The plain value of the `key: value` line `line` (1-based), if it is one.
+fn line_value(text: &str, line: u64) -> Option<&str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let (_, value) = line.split_once(": ")?;
+    let value = value.split(" #").next().unwrap_or("").trim();
+    let plain = !value.is_empty() && !value.starts_with(['[', '{', '|', '>', '&', '*', '!']);
+    plain.then_some(value)
+}
+
+/// `text` with the plain value that `error` points at replaced by `null`, if it is one.
+fn blank_value_at(text: &str, error: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error;
+    if !matches!(
+        error,
+        Error::InvalidScalar { .. } | Error::Message { .. } | Error::WithSnippet { .. }
+    ) {
+        return None;
+    }
+    let at = error.location()?;
+    let value = line_value(text, at.line())?;
+    if value == "null" {
+        return None;
+    }
+    let index = usize::try_from(at.line()).ok()?.checked_sub(1)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let line = lines.get_mut(index)?;
+    let (key, _) = line.split_once(": ")?;
+    *line = format!("{key}: null");
+    Some(lines.join("\n") + "\n")
+}
+
 /// `file:line: message`, or the message alone when the line is unknown.
 fn at_line(file: &str, line: Option<usize>, message: String) -> String {
     match line {
@@ -293,13 +376,24 @@ impl Config {
             ));
         }
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
-            let options = serde_saphyr::render_options! {
-                formatter: &UserWords,
-                source_name: Some(file),
-            };
+            let more = later_value_errors(text, &e);
+            if more.is_empty() {
+                let options = serde_saphyr::render_options! {
+                    formatter: &UserWords,
+                    source_name: Some(file),
+                };
+                return error(format!(
+                    "error parsing config file: {}",
+                    e.render_with_options(options)
+                ));
+            }
+            let all: Vec<String> = std::iter::once(value_error_line(file, &e))
+                .chain(more.iter().map(|e| value_error_line(file, e)))
+                .collect();
             error(format!(
-                "error parsing config file: {}",
-                e.render_with_options(options)
+                "error parsing config file: {} problems:\n{}",
+                all.len(),
+                all.join("\n")
             ))
         })?;
         // Every validation problem, not just the first.
@@ -521,6 +615,32 @@ mod tests {
                 .expect_err("invalid")
                 .message;
         assert!(message.contains("expected boolean"), "{message}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_just_the_first() {
+        // As blackbox reports both (its yaml.v3 collects unmarshal errors).
+        let text = "modules:\n  a:\n    prober: icmp\n    timeout: 5\n    icmp:\n      ttl: abc\n      ip_protocol_fallback: maybe # comment\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.contains("3 problems:"), "{message}");
+        assert!(
+            message.contains("test.yml:4:14: 5 has no unit"),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:6:12: expected an integer"),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:7:29: expected boolean"),
+            "{message}"
+        );
+        // A duplicate key cannot be blanked away: one error, with its excerpt.
+        let message = parse("modules:\n  a:\n    prober: icmp\n  a:\n    prober: x\n")
+            .expect_err("invalid")
+            .message;
+        assert!(!message.contains("problems"), "{message}");
+        assert!(message.contains("given twice"), "{message}");
     }
 
     #[test]
