@@ -56,15 +56,30 @@ struct Cli {
     #[arg(long = "config.file")]
     config_file: Option<PathBuf>,
     /// Validate the configuration file and exit.
-    #[arg(long = "config.check")]
+    #[arg(long = "config.check", overrides_with = "no_config_check")]
     config_check: bool,
+    /// kingpin's negation of --config.check, accepted as blackbox accepts it.
+    #[arg(long = "no-config.check", hide = true, overrides_with = "config_check")]
+    no_config_check: bool,
+    /// kingpin's extra help flags, accepted as blackbox accepts them.
+    #[arg(long = "help-long", hide = true, action = clap::ArgAction::HelpLong)]
+    help_long: Option<bool>,
+    #[arg(long = "help-man", hide = true, action = clap::ArgAction::HelpLong)]
+    help_man: Option<bool>,
     /// Address to listen on for HTTP (repeatable).
     #[arg(long = "web.listen-address", default_value = ":9115")]
     listen_addresses: Vec<String>,
     /// Use the listening sockets systemd passes (socket activation: LISTEN_FDS, LISTEN_PID)
     /// instead of --web.listen-address.
-    #[arg(long = "web.systemd-socket")]
+    #[arg(long = "web.systemd-socket", overrides_with = "no_systemd_socket")]
     systemd_socket: bool,
+    /// kingpin's negation of --web.systemd-socket.
+    #[arg(
+        long = "no-web.systemd-socket",
+        hide = true,
+        overrides_with = "systemd_socket"
+    )]
+    no_systemd_socket: bool,
     /// The URL under which meshprobe is reachable (e.g. behind a reverse proxy); its path is the
     /// default route prefix and the base of the pages' links.
     #[arg(long = "web.external-url")]

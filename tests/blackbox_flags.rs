@@ -64,6 +64,9 @@ fn starts_with_blackbox_full_flag_set() {
         web_flag.as_str(),
         "--log.level=info",
         "--log.format=logfmt",
+        // kingpin's negations of boolean flags.
+        "--no-web.systemd-socket",
+        "--no-config.check",
     ];
     let exporter = start_raw(&net, binary(), &flags, 9115, "/bb/-/healthy");
 
@@ -119,6 +122,12 @@ fn starts_with_blackbox_full_flag_set() {
     assert_eq!(exporter.get("/bb/logs?id=0").status, 404, "evicted");
     assert_eq!(exporter.get("/bb/logs?id=x").status, 500);
     drop(exporter);
+
+    for help in ["--help-long", "--help-man"] {
+        let output = Command::new(binary()).arg(help).output().expect("run");
+        assert!(output.status.success(), "{help}");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("--history.limit"));
+    }
 
     let check = Command::new(binary())
         .args(flags)
