@@ -92,6 +92,8 @@ pub struct MeshConfig {
     pub peers: PeerSources,
     /// How often peer files are checked for changes and DNS names re-resolved.
     pub refresh_interval: Duration,
+    /// The `/mesh` page's heading (`mesh.title`); the host name when absent.
+    pub title: Option<String>,
 }
 
 /// Default histogram buckets: 25 µs doubling 20 times (25 µs … 13.1 s), so that data-centre
@@ -114,6 +116,7 @@ pub(super) struct RawMesh {
     #[serde(default)]
     peers: RawPeers,
     refresh_interval: Option<String>,
+    title: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -305,6 +308,16 @@ impl RawMesh {
         if refresh_interval < Duration::from_millis(100) {
             return Err("field \"mesh.refresh_interval\": must be at least 100ms".into());
         }
+        let title = match self.title.map(|t| t.trim().to_string()) {
+            Some(title) if title.is_empty() => None,
+            Some(title) if title.chars().count() > 200 || title.contains(char::is_control) => {
+                return Err(
+                    "field \"mesh.title\": at most 200 characters, without control characters"
+                        .into(),
+                );
+            }
+            other => other,
+        };
         Ok(MeshConfig {
             interval,
             packets_per_interval,
@@ -322,6 +335,7 @@ impl RawMesh {
                 allowed_targets: Vec::new(),
             },
             refresh_interval,
+            title,
         })
     }
 }
@@ -339,6 +353,8 @@ pub(super) struct MeshView<'a> {
     labels: &'a BTreeMap<String, String>,
     peers: &'a PeerSources,
     refresh_interval: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
 }
 
 impl MeshConfig {
@@ -353,6 +369,7 @@ impl MeshConfig {
             labels: &self.labels,
             peers: &self.peers,
             refresh_interval: format_go_duration(self.refresh_interval),
+            title: self.title.as_deref(),
         }
     }
 }
@@ -470,6 +487,20 @@ mesh:
                 "{line}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn title_is_optional_trimmed_and_bounded() {
+        let parse = |title: &str| {
+            Config::parse(
+                &format!("modules: {{}}\nmesh:\n  title: {title}\n"),
+                "test.yml",
+            )
+            .map(|c| c.mesh.and_then(|m| m.title))
+        };
+        assert_eq!(parse("\" Lab mesh \""), Ok(Some("Lab mesh".to_string())));
+        assert_eq!(parse("\"\""), Ok(None));
+        assert!(parse(&"x".repeat(201)).is_err());
     }
 }
 

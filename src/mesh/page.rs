@@ -108,11 +108,25 @@ fn details(target: &TargetView, view: &MeshView) -> String {
 pub fn render(view: &MeshView, group: Option<&str>) -> String {
     let mut out = String::with_capacity(1024 + view.targets.len() * 700);
     let node = html_escape(&view.node);
+    // `mesh.title` when set (the node still named under it), else "Mesh from <node>".
+    let (title, heading) = match view.title.as_deref() {
+        Some(title) => {
+            let title = html_escape(title);
+            (
+                format!("{title} ({node})"),
+                format!("{title}</h1><p class=\"meta\">from <span id=\"node\">{node}</span></p>"),
+            )
+        }
+        None => (
+            format!("meshprobe mesh from {node}"),
+            format!("Mesh from <span id=\"node\">{node}</span></h1>"),
+        ),
+    };
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>meshprobe mesh from {node}</title><style>{STYLE}</style></head><body>\
-         <h1>Mesh from <span id=\"node\">{node}</span></h1>\
+         <title>{title}</title><style>{STYLE}</style></head><body>\
+         <h1>{heading}\
          <p class=\"meta\">{} on {}. Window: the last {WINDOW_PROBES} probes \
          per target (about {} s at the configured interval). <a href=\"mesh.json\">JSON</a></p>",
         count(view.targets.len(), "target", "targets"),

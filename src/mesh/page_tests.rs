@@ -39,6 +39,7 @@ fn view(targets: Vec<TargetView>) -> MeshView {
     networks.dedup();
     MeshView {
         node: "node-a".to_string(),
+        title: None,
         generated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1012),
         window_duration: Duration::from_secs(100),
         targets,
@@ -165,6 +166,21 @@ fn cells_carry_state_color_and_hover_details() {
         problems.contains("&lt;b&gt;x&lt;/b&gt; is not probed: no common network; fix: "),
         "{problems}"
     );
+}
+
+#[test]
+fn the_title_is_configurable_and_escaped() {
+    let mut titled = view(vec![target("a", "n1", 0.1, 0, 10)]);
+    titled.title = Some("Lab <mesh>".to_string());
+    let html = render(&titled, None);
+    assert!(
+        html.contains("<title>Lab &lt;mesh&gt; (node-a)</title>"),
+        "{html}"
+    );
+    assert!(html.contains("<h1>Lab &lt;mesh&gt;</h1>"), "{html}");
+    assert!(html.contains("<span id=\"node\">node-a</span>"));
+    let plain = render(&view(vec![target("a", "n1", 0.1, 0, 10)]), None);
+    assert!(plain.contains("<h1>Mesh from <span id=\"node\">node-a</span></h1>"));
 }
 
 #[test]

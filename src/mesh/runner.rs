@@ -61,7 +61,9 @@ impl Mesh {
     pub fn view(&self) -> Option<MeshView> {
         let config = self.shared.config.load_full()?;
         let probe_spacing = config.interval / config.packets_per_interval.max(1);
-        Some(MeshView::collect(&self.table(), probe_spacing))
+        let mut view = MeshView::collect(&self.table(), probe_spacing);
+        view.title = config.title.clone();
+        Some(view)
     }
 
     /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
