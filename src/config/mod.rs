@@ -4,9 +4,11 @@
 //! naming the file, module and field out. Unknown keys are errors (as in blackbox's
 //! `KnownFields(true)`); http/tcp/dns/grpc/unix/websocket modules load but are marked unsupported.
 //! Loading from disk and reloading live in [`store`]; Go durations in [`duration`]; the `mesh:`
-//! section in [`mesh`], and its network selectors in [`network`]. Address families are
+//! section in [`mesh`], and its network selectors in [`network`]; error wording and locations in
+//! `diagnostics`. Address families are
 //! [`crate::icmp::Family`], spelled `ip4`/`ip6` as blackbox does ([`ip_protocol_name`]).
 
+mod diagnostics;
 pub mod duration;
 pub mod mesh;
 pub mod network;
@@ -156,170 +158,6 @@ struct RawIcmp {
     allowed_targets: Vec<String>,
 }
 
-/// `file:line:column: message` for a parser error.
-fn value_error_line(file: &str, error: &serde_saphyr::Error) -> String {
-    use serde_saphyr::{Error, MessageFormatter};
-    let inner = match error {
-        Error::WithSnippet { error, .. } => error,
-        other => other,
-    };
-    // Rendering entry points neutralise control characters; calling the formatter directly
-    // does not, so do it here.
-    let message = UserWords
-        .format_message(inner)
-        .replace(char::is_control, " ");
-    match error.location() {
-        Some(at) => format!("{file}:{}:{}: {message}", at.line(), at.column()),
-        None => format!("{file}: {message}"),
-    }
-}
-
-/// The parser stops at its first error. When that error is a bad plain value on a `key: value`
-/// line (the type errors a user makes: `ttl: abc`), find the ones after it too: blank that value
-/// to `null` (every such field is optional) and parse again, at most 20 times. Any other kind
-/// of error ends the search, since blanking could not repair it.
-fn later_value_errors(text: &str, first: &serde_saphyr::Error) -> Vec<serde_saphyr::Error> {
-    let mut errors = Vec::new();
-    let mut text = text.to_string();
-    let mut current = blank_value_at(&text, first);
-    while let Some(next) = current.take() {
-        if errors.len() >= 20 {
-            break;
-        }
-        text = next;
-        match serde_saphyr::from_str::<RawConfig>(&text) {
-            Ok(_) => break,
-            Err(error) => {
-                current = blank_value_at(&text, &error);
-                // A blanked value that is still wrong (a required field): stop rather than
-                // report an error of our own making.
-                let mine = current.is_none()
-                    && error
-                        .location()
-                        .is_some_and(|at| line_value(&text, at.line()) == Some("null"));
-                if !mine {
-                    errors.push(error);
-                }
-            }
-        }
-    }
-    errors
-}
-
-/// The plain value of the `key: value` line `line` (1-based), if it is one.
-fn line_value(text: &str, line: u64) -> Option<&str> {
-    let line = text
-        .lines()
-        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
-    let (_, value) = line.split_once(": ")?;
-    let value = value.split(" #").next().unwrap_or("").trim();
-    let plain = !value.is_empty() && !value.starts_with(['[', '{', '|', '>', '&', '*', '!']);
-    plain.then_some(value)
-}
-
-/// `text` with the plain value that `error` points at replaced by `null`, if it is one.
-fn blank_value_at(text: &str, error: &serde_saphyr::Error) -> Option<String> {
-    use serde_saphyr::Error;
-    if !matches!(
-        error,
-        Error::InvalidScalar { .. } | Error::Message { .. } | Error::WithSnippet { .. }
-    ) {
-        return None;
-    }
-    let at = error.location()?;
-    let value = line_value(text, at.line())?;
-    if value == "null" {
-        return None;
-    }
-    let index = usize::try_from(at.line()).ok()?.checked_sub(1)?;
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let line = lines.get_mut(index)?;
-    let (key, _) = line.split_once(": ")?;
-    *line = format!("{key}: null");
-    Some(lines.join("\n") + "\n")
-}
-
-/// `file:line: message`, or the message alone when the line is unknown.
-fn at_line(file: &str, line: Option<usize>, message: String) -> String {
-    match line {
-        Some(line) => format!("{file}:{line}: {message}"),
-        None => message,
-    }
-}
-
-/// Best effort: the 1-based line of the key at `path` (each key indented deeper than the last),
-/// refined to the `field "a.b"` that `message` names, if that key is found below it.
-fn locate(text: &str, path: &[&str], message: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |line: &str| line.len() - line.trim_start().len();
-    let key_at = |from: usize, min_indent: Option<usize>, key: &str| {
-        lines
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, line)| {
-                let trimmed = line.trim_start();
-                min_indent.is_none_or(|min| indent(line) > min)
-                    && (trimmed.starts_with(&format!("{key}:"))
-                        || trimmed.starts_with(&format!("\"{key}\":"))
-                        || trimmed.starts_with(&format!("'{key}':")))
-            })
-            .map(|(index, line)| (index, indent(line)))
-    };
-    let mut found: Option<(usize, usize)> = None;
-    for key in path {
-        found = Some(match found {
-            None => key_at(0, None, key)?,
-            Some((index, depth)) => key_at(index + 1, Some(depth), key)?,
-        });
-    }
-    let (mut index, mut depth) = found?;
-    let field = message
-        .split_once("field \"")
-        .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(field, _)| field);
-    let last = path.last().copied().unwrap_or_default();
-    let keys = field.into_iter().flat_map(|field| field.split('.'));
-    // `field "mesh.buckets"` below the `mesh:` key: skip the repeated `mesh`.
-    for key in keys.skip_while(|key| *key == last) {
-        let Some((next, next_depth)) = key_at(index + 1, Some(depth), key) else {
-            break;
-        };
-        (index, depth) = (next, next_depth);
-    }
-    Some(index + 1)
-}
-
-/// serde-saphyr's user-facing wording, with the type a field wants in a user's words (not
-/// `invalid i64`) and a duplicate key named as such (not the parser's `DuplicateKeyPolicy`).
-struct UserWords;
-
-impl serde_saphyr::MessageFormatter for UserWords {
-    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> std::borrow::Cow<'a, str> {
-        use serde_saphyr::Error;
-        match err {
-            Error::InvalidScalar { ty, .. } => {
-                let wanted = match *ty {
-                    "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
-                    "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
-                    "f32" | "f64" => "a number",
-                    "bool" => "true or false",
-                    "char" => "a single character",
-                    other => other,
-                };
-                format!("expected {wanted}").into()
-            }
-            Error::DuplicateMappingKey { key: Some(key), .. } => {
-                format!("key {key:?} is given twice; keep one").into()
-            }
-            Error::Unexpected { expected, .. } if expected.contains("scalar") => {
-                "expected a single value here, not a list or a mapping".into()
-            }
-            _ => serde_saphyr::UserMessageFormatter.format_message(err),
-        }
-    }
-}
-
 /// Accepts a Go duration string, or the integer 0 (as yaml.v3 does for `time.Duration`).
 fn go_duration_field<'de, D: Deserializer<'de>>(
     deserializer: D,
@@ -375,27 +213,8 @@ impl Config {
                 "the file is empty; it needs a modules: section".into(),
             ));
         }
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
-            let more = later_value_errors(text, &e);
-            if more.is_empty() {
-                let options = serde_saphyr::render_options! {
-                    formatter: &UserWords,
-                    source_name: Some(file),
-                };
-                return error(format!(
-                    "error parsing config file: {}",
-                    e.render_with_options(options)
-                ));
-            }
-            let all: Vec<String> = std::iter::once(value_error_line(file, &e))
-                .chain(more.iter().map(|e| value_error_line(file, e)))
-                .collect();
-            error(format!(
-                "error parsing config file: {} problems:\n{}",
-                all.len(),
-                all.join("\n")
-            ))
-        })?;
+        let raw: RawConfig = serde_saphyr::from_str(text)
+            .map_err(|e| error(diagnostics::parse_error::<RawConfig>(text, file, &e)))?;
         // Every validation problem, not just the first.
         let mut problems = Vec::new();
         let mut modules = BTreeMap::new();
@@ -405,23 +224,27 @@ impl Config {
                     modules.insert(name, module);
                 }
                 Err(message) => {
-                    let line = locate(text, &["modules", &name], &message);
-                    problems.push(at_line(file, line, format!("module {name:?}: {message}")));
+                    let line = diagnostics::locate(text, &["modules", &name], &message);
+                    problems.push(diagnostics::at_line(
+                        file,
+                        line,
+                        format!("module {name:?}: {message}"),
+                    ));
                 }
             }
         }
         let allowed_targets = parse_networks(&raw.allowed_targets)
             .map_err(|message| {
-                let line = locate(text, &["allowed_targets"], "");
+                let line = diagnostics::locate(text, &["allowed_targets"], "");
                 let message = format!("field \"allowed_targets\": {message}");
-                problems.push(at_line(file, line, message));
+                problems.push(diagnostics::at_line(file, line, message));
             })
             .unwrap_or_default();
         let mut mesh = match raw.mesh.map(|raw_mesh| raw_mesh.validate()) {
             Some(Ok(mesh)) => Some(mesh),
             Some(Err(message)) => {
-                let line = locate(text, &["mesh"], &message);
-                problems.push(at_line(file, line, message));
+                let line = diagnostics::locate(text, &["mesh"], &message);
+                problems.push(diagnostics::at_line(file, line, message));
                 None
             }
             None => None,
