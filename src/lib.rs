@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | [`app`] | the composition root: `AppState` (what every handler shares) and the HTTP layer's counters |
 //! | [`charm`] | the embedded Juju charm: hooks, hook tools, cache, publishing (run when `JUJU_DISPATCH_PATH` is set) |
-//! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation, Go durations, and the reloadable store |
+//! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation (every problem, with file and line), Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
 //! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
@@ -15,7 +15,7 @@
 //! | [`history`] | the last `--history.limit` probes behind "Recent Probes" and `/logs?id=N` |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
-//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
+//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window, the `/mesh` page, and what `--config.check` can check offline (`mesh::check`) |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
