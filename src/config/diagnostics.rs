@@ -1,38 +1,42 @@
 //! Config errors in a user's words: where they are (file, line, column) and what the field
 //! wants (an integer, not `i64`), every one of them rather than only the parser's first.
 //!
-//! Owns rendering parser errors ([`parse_error`]), finding the type errors after the first
+//! Owns rendering parser errors ([`parse_report`]), finding the type errors after the first
 //! (a bad plain value is blanked to `null` and the text parsed again) and locating validation
 //! problems by key path ([`locate`]). It decides nothing about validity: [`super`] does.
 
 use serde::de::DeserializeOwned;
 
-/// The message for a file that does not parse as `T`: the parser's excerpt for a single error,
-/// else one `file:line:column: message` line per error.
-pub(super) fn parse_error<T: DeserializeOwned>(
+/// What a file that does not parse as `T` says about itself.
+pub(super) struct ParseReport<T> {
+    /// The parser's excerpt for a single error, else one `file:line:column: message` per error.
+    pub problems: Vec<String>,
+    /// The file with every bad value blanked, parsed, for validating the rest of it.
+    pub repaired: Option<(T, String)>,
+}
+
+/// Reports every type error in `text`, not just `error`, the parser's first.
+pub(super) fn parse_report<T: DeserializeOwned>(
     text: &str,
     file: &str,
     error: &serde_saphyr::Error,
-) -> String {
-    let more = later_value_errors::<T>(text, error);
-    if more.is_empty() {
+) -> ParseReport<T> {
+    let (more, repaired) = later_value_errors::<T>(text, error);
+    let problems = if more.is_empty() {
         let options = serde_saphyr::render_options! {
             formatter: &UserWords,
             source_name: Some(file),
         };
-        return format!(
+        vec![format!(
             "error parsing config file: {}",
             error.render_with_options(options)
-        );
-    }
-    let all: Vec<String> = std::iter::once(value_error_line(file, error))
-        .chain(more.iter().map(|e| value_error_line(file, e)))
-        .collect();
-    format!(
-        "error parsing config file: {} problems:\n{}",
-        all.len(),
-        all.join("\n")
-    )
+        )]
+    } else {
+        std::iter::once(value_error_line(file, error))
+            .chain(more.iter().map(|e| value_error_line(file, e)))
+            .collect()
+    };
+    ParseReport { problems, repaired }
 }
 
 /// `file:line:column: message` for a parser error.
@@ -60,7 +64,7 @@ fn value_error_line(file: &str, error: &serde_saphyr::Error) -> String {
 fn later_value_errors<T: DeserializeOwned>(
     text: &str,
     first: &serde_saphyr::Error,
-) -> Vec<serde_saphyr::Error> {
+) -> (Vec<serde_saphyr::Error>, Option<(T, String)>) {
     let mut errors = Vec::new();
     let mut text = text.to_string();
     let mut current = blank_value_at(&text, first);
@@ -70,7 +74,7 @@ fn later_value_errors<T: DeserializeOwned>(
         }
         text = next;
         match serde_saphyr::from_str::<T>(&text) {
-            Ok(_) => break,
+            Ok(parsed) => return (errors, Some((parsed, text))),
             Err(error) => {
                 current = blank_value_at(&text, &error);
                 // A blanked value that is still wrong (a required field): stop rather than
@@ -85,7 +89,7 @@ fn later_value_errors<T: DeserializeOwned>(
             }
         }
     }
-    errors
+    (errors, None)
 }
 
 /// The plain value of the `key: value` line `line` (1-based), if it is one.

@@ -213,60 +213,28 @@ impl Config {
                 "the file is empty; it needs a modules: section".into(),
             ));
         }
-        let raw: RawConfig = serde_saphyr::from_str(text)
-            .map_err(|e| error(diagnostics::parse_error::<RawConfig>(text, file, &e)))?;
-        // Every validation problem, not just the first.
-        let mut problems = Vec::new();
-        let mut modules = BTreeMap::new();
-        for (name, raw_module) in raw.modules {
-            match validate_module(&name, raw_module) {
-                Ok(module) => {
-                    modules.insert(name, module);
+        let problems = match serde_saphyr::from_str::<RawConfig>(text) {
+            Ok(raw) => match validate(raw, text, file) {
+                Ok(config) => return Ok(config),
+                Err(problems) => problems,
+            },
+            Err(e) => {
+                // The parser's errors, then the validation problems of the rest of the file.
+                let report = diagnostics::parse_report::<RawConfig>(text, file, &e);
+                let mut problems = report.problems;
+                if let Some((raw, repaired)) = report.repaired
+                    && let Err(more) = validate(raw, &repaired, file)
+                {
+                    problems.extend(more);
                 }
-                Err(message) => {
-                    let line = diagnostics::locate(text, &["modules", &name], &message);
-                    problems.push(diagnostics::at_line(
-                        file,
-                        line,
-                        format!("module {name:?}: {message}"),
-                    ));
-                }
+                problems
             }
-        }
-        let allowed_targets = parse_networks(&raw.allowed_targets)
-            .map_err(|message| {
-                let line = diagnostics::locate(text, &["allowed_targets"], "");
-                let message = format!("field \"allowed_targets\": {message}");
-                problems.push(diagnostics::at_line(file, line, message));
-            })
-            .unwrap_or_default();
-        let mut mesh = match raw.mesh.map(|raw_mesh| raw_mesh.validate()) {
-            Some(Ok(mesh)) => Some(mesh),
-            Some(Err(message)) => {
-                let line = diagnostics::locate(text, &["mesh"], &message);
-                problems.push(diagnostics::at_line(file, line, message));
-                None
-            }
-            None => None,
         };
-        if !problems.is_empty() {
-            let count = problems.len();
-            let heading = if count == 1 {
-                String::new()
-            } else {
-                format!("{count} problems:\n")
-            };
-            return Err(error(format!("{heading}{}", problems.join("\n"))));
-        }
-        // The top-level allow-list applies to mesh peers too.
-        if let Some(mesh) = &mut mesh {
-            mesh.peers.allowed_targets = allowed_targets.clone();
-        }
-        Ok(Config {
-            modules,
-            allowed_targets,
-            mesh,
-        })
+        let heading = match problems.len() {
+            1 => String::new(),
+            count => format!("{count} problems:\n"),
+        };
+        Err(error(format!("{heading}{}", problems.join("\n"))))
     }
 
     /// A YAML dump of the effective configuration, defaults filled in (the `/config` page).
@@ -306,6 +274,56 @@ impl Config {
         };
         serde_saphyr::to_string(&view).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// Validates a parsed file: the [`Config`], or every problem, each with `file:line:` when found.
+fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Vec<String>> {
+    // Every validation problem, not just the first.
+    let mut problems = Vec::new();
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw.modules {
+        match validate_module(&name, raw_module) {
+            Ok(module) => {
+                modules.insert(name, module);
+            }
+            Err(message) => {
+                let line = diagnostics::locate(text, &["modules", &name], &message);
+                problems.push(diagnostics::at_line(
+                    file,
+                    line,
+                    format!("module {name:?}: {message}"),
+                ));
+            }
+        }
+    }
+    let allowed_targets = parse_networks(&raw.allowed_targets)
+        .map_err(|message| {
+            let line = diagnostics::locate(text, &["allowed_targets"], "");
+            let message = format!("field \"allowed_targets\": {message}");
+            problems.push(diagnostics::at_line(file, line, message));
+        })
+        .unwrap_or_default();
+    let mut mesh = match raw.mesh.map(|raw_mesh| raw_mesh.validate()) {
+        Some(Ok(mesh)) => Some(mesh),
+        Some(Err(message)) => {
+            let line = diagnostics::locate(text, &["mesh"], &message);
+            problems.push(diagnostics::at_line(file, line, message));
+            None
+        }
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The top-level allow-list applies to mesh peers too.
+    if let Some(mesh) = &mut mesh {
+        mesh.peers.allowed_targets = allowed_targets.clone();
+    }
+    Ok(Config {
+        modules,
+        allowed_targets,
+        mesh,
+    })
 }
 
 /// Parses CIDRs (or bare addresses, meaning one host) for `allowed_targets`.
@@ -438,6 +456,16 @@ mod tests {
                 .expect_err("invalid")
                 .message;
         assert!(message.contains("expected boolean"), "{message}");
+    }
+
+    #[test]
+    fn type_errors_and_validation_problems_are_reported_together() {
+        let text =
+            "modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: abc\n  b:\n    prober: nope\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.starts_with("2 problems:"), "{message}");
+        assert!(message.contains("expected an integer"), "{message}");
+        assert!(message.contains("test.yml:7: module \"b\""), "{message}");
     }
 
     #[test]
