@@ -10,10 +10,12 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::config::store::ConfigStore;
+use crate::history::ProbeHistory;
 use crate::icmp::Pinger;
 use crate::mesh::runner::Mesh;
 use crate::probe::ProbeOptions;
 use crate::web::WebStore;
+use crate::web::prefix::RoutePrefix;
 
 /// Everything a request handler needs: built once by `main`, shared by every connection.
 pub struct AppState {
@@ -28,6 +30,10 @@ pub struct AppState {
     pub web: WebStore,
     /// Mesh mode; idle while the config has no `mesh:` section.
     pub mesh: Mesh,
+    /// `--history.limit`: the recent probes on the landing page and `/logs?id=N`.
+    pub history: ProbeHistory,
+    /// `--web.route-prefix` and `--web.external-url`.
+    pub routes: RoutePrefix,
 }
 
 /// Counters the HTTP layer keeps; [`crate::self_metrics`] exports them.

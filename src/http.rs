@@ -26,6 +26,7 @@ use crate::probe::{self, ProbeLog};
 use crate::proto;
 use crate::resolve;
 use crate::web;
+use crate::web::prefix::Routed;
 
 type HttpResponse = Response<Full<Bytes>>;
 
@@ -83,12 +84,18 @@ pub fn parse_listen_address(text: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpResponse {
-    match request.uri().path() {
+    let path = request.uri().path().to_string();
+    let route = match state.routes.route(&path) {
+        Routed::Route(route) => route,
+        Routed::Redirect(location) => return redirect(location),
+    };
+    match route {
         "/probe" => handle_probe(state, &request).await,
         "/metrics" => metrics_response(state, &request).await,
         "/-/healthy" => text(StatusCode::OK, "Healthy"),
         "/-/reload" => handle_reload(state, request.method()),
         "/config" => text(StatusCode::OK, state.config.current().to_yaml()),
+        "/logs" => logs_response(state, request.uri().query().unwrap_or("")),
         "/mesh" => mesh_response(state, &request, MeshFormat::Html).await,
         "/mesh.json" => mesh_response(state, &request, MeshFormat::Json).await,
         "/" => with_content_type(
@@ -97,6 +104,78 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
         ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
+}
+
+/// Which allow-list refused `address`: the top-level one, else the module's.
+fn refusing_list(
+    config: &crate::config::Config,
+    module_name: &str,
+    address: std::net::IpAddr,
+) -> String {
+    let top_level = &config.allowed_targets;
+    if !top_level.is_empty() && !top_level.iter().any(|net| net.contains(&address)) {
+        "the top-level allowed_targets".to_string()
+    } else {
+        format!("allowed_targets of module {module_name:?}")
+    }
+}
+
+/// blackbox's answer outside the route prefix: 302 to the prefix.
+fn redirect(location: &str) -> HttpResponse {
+    let mut response = text(StatusCode::FOUND, "");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response
+            .headers_mut()
+            .insert(hyper::header::LOCATION, value);
+    }
+    response
+}
+
+/// `/logs?id=N`: the debug output of a probe in the history, with blackbox's answers for an id
+/// that is not a number (500) or no longer kept (404).
+fn logs_response(state: &AppState, query: &str) -> HttpResponse {
+    let id = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "id")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let Ok(id) = id.parse::<u64>() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Invalid probe id");
+    };
+    let Some(entry) = state.history.get(id) else {
+        return text(StatusCode::NOT_FOUND, "Probe id not found");
+    };
+    let config = state.config.current();
+    text(
+        StatusCode::OK,
+        debug_output(
+            &entry.log_lines,
+            &entry.metrics,
+            &entry.module,
+            config.modules.get(&entry.module),
+        ),
+    )
+}
+
+/// What `debug=true` answers and `/logs?id=N` shows, laid out as blackbox does.
+fn debug_output(
+    log_lines: &[String],
+    metrics: &str,
+    module_name: &str,
+    module: Option<&crate::config::Module>,
+) -> String {
+    let module_yaml = match module {
+        Some(module) => crate::config::Config {
+            modules: [(module_name.to_string(), module.clone())].into(),
+            allowed_targets: Vec::new(),
+            mesh: None,
+        }
+        .to_yaml(),
+        None => format!("module {module_name:?} is no longer configured\n"),
+    };
+    format!(
+        "Logs for the probe:\n{}\n\n\n\nMetrics that would have been returned:\n{metrics}\n\n\n\nModule configuration:\n{module_yaml}",
+        log_lines.join("\n")
+    )
 }
 
 fn handle_reload(state: &AppState, method: &Method) -> HttpResponse {
@@ -121,7 +200,10 @@ pub fn reload_configs(state: &AppState) -> Result<(), String> {
     let mut errors = Vec::new();
     match state.config.reload() {
         Ok(outcome) => {
-            tracing::info!(?outcome, "Reloaded config file");
+            tracing::info!(
+                changed = matches!(outcome, crate::config::store::ReloadOutcome::Reloaded),
+                "Reloaded config file"
+            );
             state.mesh.reconfigure(state.config.current().mesh.clone());
         }
         Err(error) => {
@@ -373,46 +455,50 @@ pub struct ProbeQuery {
     pub target: Option<String>,
     pub module: Option<String>,
     pub debug: bool,
+    /// What `--probe.strict` refuses and blackbox lets pass: conflicting duplicates (the first
+    /// value wins, as Go's `Query().Get`) and `debug=` other than true/false (not debug).
+    pub problems: Vec<String>,
 }
 
-/// Parses and checks the `/probe` query string.
-pub fn parse_probe_query(query: &str) -> Result<ProbeQuery, String> {
+/// Parses the `/probe` query string as blackbox does: the first value of each parameter wins and
+/// only `debug=true` turns debug output on. What a strict server refuses is in `problems`.
+pub fn parse_probe_query(query: &str) -> ProbeQuery {
     let mut parsed = ProbeQuery::default();
+    let mut debug: Option<String> = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match key.as_ref() {
             "target" => &mut parsed.target,
             "module" => &mut parsed.module,
-            "debug" => {
-                parsed.debug = match value.as_ref() {
-                    "true" => true,
-                    "false" | "" => false,
-                    other => {
-                        return Err(format!(
-                            "debug must be \"true\" or \"false\", not {other:?}"
-                        ));
-                    }
-                };
-                continue;
-            }
+            "debug" => &mut debug,
             _ => continue,
         };
         match slot {
-            Some(existing) if *existing != value => {
-                return Err(format!(
-                    "parameter {key:?} is given twice with different values ({existing:?} and {value:?})"
-                ));
-            }
-            _ => *slot = Some(value.into_owned()),
+            Some(existing) if *existing != value => parsed.problems.push(format!(
+                "parameter {key:?} is given twice with different values ({existing:?} and {value:?})"
+            )),
+            Some(_) => {}
+            None => *slot = Some(value.into_owned()),
         }
     }
-    Ok(parsed)
+    match debug.as_deref() {
+        Some("true") => parsed.debug = true,
+        None | Some("false" | "") => {}
+        Some(other) => parsed.problems.push(format!(
+            "debug must be \"true\" or \"false\", not {other:?}"
+        )),
+    }
+    parsed
 }
 
 async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResponse {
-    let query = match parse_probe_query(request.uri().query().unwrap_or("")) {
-        Ok(query) => query,
-        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
-    };
+    let query = parse_probe_query(request.uri().query().unwrap_or(""));
+    let strict = state.probe_options.strict_requests;
+    if let (true, Some(problem)) = (strict, query.problems.first()) {
+        return text(StatusCode::BAD_REQUEST, format!("{problem}\n"));
+    }
+    for problem in &query.problems {
+        tracing::debug!(problem = %problem, "Lenient /probe request (blackbox semantics; --probe.strict refuses it)");
+    }
     let config = state.config.current();
     let module_name = query.module.as_deref().unwrap_or("http_2xx");
     let Some(module) = config.modules.get(module_name) else {
@@ -450,9 +536,11 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             ),
         );
     }
-    if let Err(message) = resolve::check_target_syntax(target) {
-        return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
-    }
+    let invalid_target = match resolve::check_target_syntax(target) {
+        Ok(()) => None,
+        Err(message) if strict => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        Err(message) => Some(message),
+    };
     let Some(_slot) = state.counters.try_start_probe(state.max_concurrent_probes) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -462,50 +550,60 @@ async fn handle_probe(state: &AppState, request: &Request<Incoming>) -> HttpResp
             ),
         );
     };
-    let mut log = ProbeLog::new(query.debug);
+    let mut log = ProbeLog::new(query.debug || state.history.enabled(), module_name, target);
     let is_allowed = |address| config.allows(module, address);
-    let outcome = match probe::run_icmp_probe(
-        &state.pinger,
-        target,
-        module,
-        timeout,
-        &is_allowed,
-        &mut log,
-    )
-    .await
-    {
+    let probed = match invalid_target {
+        // blackbox's lookup fails on these; answer the same way without looking anything up.
+        Some(problem) => Ok(probe::invalid_target(target, &problem, timeout, &mut log)),
+        None => {
+            probe::run_icmp_probe(
+                &state.pinger,
+                target,
+                module,
+                timeout,
+                &is_allowed,
+                &mut log,
+            )
+            .await
+        }
+    };
+    let outcome = match probed {
         Ok(outcome) => outcome,
         Err(refused) => {
             state.counters.count_not_allowed();
             return text(
                 StatusCode::FORBIDDEN,
-                format!("target {target:?}: {refused} of module {module_name:?}\n"),
+                format!(
+                    "target {target:?}: address {} is not in {}\n",
+                    refused.address,
+                    refusing_list(&config, module_name, refused.address)
+                ),
             );
         }
     };
     state.counters.count_probe(outcome.success);
     let metrics = probe::render(&outcome, state.probe_options);
-    if query.debug {
-        let module_yaml = crate::config::Config {
-            modules: [(module_name.to_string(), module.clone())].into(),
-            allowed_targets: Vec::new(),
-            mesh: None,
+    let body = query
+        .debug
+        .then(|| debug_output(log.lines(), &metrics, module_name, Some(module)));
+    if state.history.enabled() {
+        let lines = log.take_lines();
+        state
+            .history
+            .add(module_name, target, outcome.success, lines, metrics.clone());
+    }
+    match body {
+        Some(body) => text(StatusCode::OK, body),
+        None if scrape_format(request) == proto::Format::Protobuf => {
+            probe_protobuf(&metrics, accepts_gzip(request))
         }
-        .to_yaml();
-        let body = format!(
-            "Logs for the probe:\n{}\n\n\n\nMetrics that would have been returned:\n{metrics}\n\n\n\nModule configuration:\n{module_yaml}",
-            log.lines().join("\n")
-        );
-        return text(StatusCode::OK, body);
+        None => with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE),
     }
-    if scrape_format(request) == proto::Format::Protobuf {
-        return probe_protobuf(&metrics, accepts_gzip(request));
-    }
-    with_content_type(text(StatusCode::OK, metrics), expo::CONTENT_TYPE)
 }
 
 fn landing_page(state: &AppState) -> String {
     let config = state.config.current();
+    let link = |route: &str| html_escape(&state.routes.link(route));
     let modules: String = config
         .modules
         .iter()
@@ -517,14 +615,35 @@ fn landing_page(state: &AppState) -> String {
             )
         })
         .collect();
+    let recent: String = state
+        .history
+        .recent()
+        .into_iter()
+        .map(|(id, module, target, success)| {
+            let result = if success { "Success" } else { "<strong>Failure</strong>" };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{result}</td><td><a href=\"{}?id={id}\">Logs</a></td></tr>",
+                html_escape(&module),
+                html_escape(&target),
+                link("/logs"),
+            )
+        })
+        .collect();
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>meshprobe</title></head><body>\
          <h1>meshprobe</h1><p>blackbox_exporter-compatible ICMP exporter, version {}</p>\
-         <ul><li><a href=\"probe?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
-         <li><a href=\"metrics\">Metrics</a></li><li><a href=\"mesh\">Mesh matrix</a></li><li><a href=\"config\">Configuration</a></li>\
-         <li><a href=\"-/healthy\">Health</a></li></ul>\
-         <h2>Modules from {}</h2><ul>{modules}</ul></body></html>\n",
+         <ul><li><a href=\"{}?target=127.0.0.1&amp;module=icmp&amp;debug=true\">Debug probe</a></li>\
+         <li><a href=\"{}\">Metrics</a></li><li><a href=\"{}\">Mesh matrix</a></li><li><a href=\"{}\">Configuration</a></li>\
+         <li><a href=\"{}\">Health</a></li></ul>\
+         <h2>Modules from {}</h2><ul>{modules}</ul>\
+         <h2>Recent Probes</h2><table border=\"1\"><tr><th>Module</th><th>Target</th><th>Result</th><th>Debug</th></tr>{recent}</table>\
+         </body></html>\n",
         env!("CARGO_PKG_VERSION"),
+        link("/probe"),
+        link("/metrics"),
+        link("/mesh"),
+        link("/config"),
+        link("/-/healthy"),
         html_escape(&state.config.source_name()),
     )
 }
@@ -534,22 +653,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_parsing_catches_garbage() {
+    fn query_parsing_follows_blackbox_and_names_what_strict_refuses() {
         assert_eq!(
             parse_probe_query("target=198.18.0.1&module=icmp&debug=true"),
-            Ok(ProbeQuery {
+            ProbeQuery {
                 target: Some("198.18.0.1".into()),
                 module: Some("icmp".into()),
-                debug: true
-            })
+                debug: true,
+                problems: vec![],
+            }
         );
-        assert!(parse_probe_query("target=a&target=b").is_err());
-        assert!(parse_probe_query("target=a&target=a").is_ok());
-        assert!(parse_probe_query("debug=yes").is_err());
-        assert!(parse_probe_query("%%%&&==").is_ok());
+        let twice = parse_probe_query("target=a&target=b&module=m&module=n");
         assert_eq!(
-            parse_probe_query("target=fe80%3A%3A1%25eth0").map(|q| q.target),
-            Ok(Some("fe80::1%eth0".into()))
+            twice.target.as_deref(),
+            Some("a"),
+            "first value wins, as in Go"
+        );
+        assert_eq!(twice.module.as_deref(), Some("m"));
+        assert_eq!(twice.problems.len(), 2);
+        assert!(twice.problems[0].contains("given twice"));
+        assert!(parse_probe_query("target=a&target=a").problems.is_empty());
+        let yes = parse_probe_query("target=a&debug=yes");
+        assert!(!yes.debug);
+        assert!(yes.problems[0].contains("debug must be"));
+        assert!(parse_probe_query("debug=true&debug=false").debug);
+        assert!(parse_probe_query("%%%&&==").problems.is_empty());
+        assert_eq!(
+            parse_probe_query("target=fe80%3A%3A1%25eth0").target,
+            Some("fe80::1%eth0".into())
         );
     }
 

@@ -6,23 +6,24 @@
 //! | --- | --- |
 //! | [`app`] | the composition root: `AppState` (what every handler shares) and the HTTP layer's counters |
 //! | [`charm`] | the embedded Juju charm: hooks, hook tools, cache, publishing (run when `JUJU_DISPATCH_PATH` is set) |
-//! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation, Go durations, and the reloadable store |
+//! | [`config`] | the `modules:` file model, the `mesh:` section, network selectors, validation (every problem, with file and line), Go durations, and the reloadable store |
 //! | [`icmp`] | the engine: packet codec, sockets, the shared-socket demultiplexer, counters |
 //! | [`resolve`] | target syntax checks, DNS and blackbox's address choice, FNV-1a hash |
 //! | [`lookup`] | getaddrinfo on its own bounded threads (`--dns.max-concurrency`), never the blocking pool |
 //! | [`probe`] | blackbox `/probe` semantics: timeout rule, phases, per-probe metrics and log |
 //! | [`burst`] | multi-packet `/probe` (`icmp.packets` > 1): paced packets, exact counts, RTT spread and jitter |
 //! | [`http`] | the HTTP server and routes |
+//! | [`history`] | the last `--history.limit` probes behind "Recent Probes" and `/logs?id=N` |
 //! | [`self_metrics`] | the exporter's own `/metrics` |
 //! | [`expo`] | Prometheus text format, written the way Go's client writes it |
 //! | [`proto`] | the protobuf exposition (needed for native histograms): message types, `Accept` negotiation, text → protobuf |
-//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window and the `/mesh` page |
+//! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window, the `/mesh` page, and what `--config.check` can check offline (`mesh::check`) |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
 //! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
-//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts |
+//! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts; `--web.route-prefix` and `--web.external-url` (`web::prefix`) |
 //!
 //! Dependencies run one way: [`http`] and [`self_metrics`] → [`app`] → [`probe`], [`mesh`],
 //! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]. The v4/v6
@@ -52,6 +53,7 @@ pub mod burst;
 pub mod charm;
 pub mod config;
 pub mod expo;
+pub mod history;
 pub mod http;
 pub mod icmp;
 pub mod logging;

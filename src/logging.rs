@@ -40,8 +40,10 @@ impl LogLevel {
     }
 }
 
-/// Installs the global subscriber. `prober_level` applies to per-probe log lines.
-pub fn init(level: LogLevel, prober_level: LogLevel, format: LogFormat) {
+/// Installs the global subscriber. `prober_level` (default: `level`) applies to per-probe log
+/// lines, which are all at debug level, as blackbox logs them.
+pub fn init(level: LogLevel, prober_level: Option<LogLevel>, format: LogFormat) {
+    let prober_level = prober_level.unwrap_or(level);
     // A plain target filter (no regex engine: it keeps the binary, and so its RSS, small).
     let filter = Targets::new()
         .with_default(level.filter())
@@ -51,6 +53,8 @@ pub fn init(level: LogLevel, prober_level: LogLevel, format: LogFormat) {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
+            // The Rust module path would be a `target` key that clashes with a probe's target.
+            .with_target(false)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Logfmt => tracing_subscriber::fmt::layer()

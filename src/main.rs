@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use meshprobe::app::{AppState, ExporterCounters};
 use meshprobe::config::store::ConfigStore;
+use meshprobe::history::ProbeHistory;
 use meshprobe::http;
 use meshprobe::icmp::{Family, Pinger, check_permissions};
 use meshprobe::logging::{self, LogFormat, LogLevel};
@@ -22,8 +23,22 @@ use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::sys;
+use meshprobe::web::prefix::RoutePrefix;
 use meshprobe::web::{WebConfig, WebStore, limits, listener};
 use tokio::net::TcpListener;
+
+/// `--version`, laid out as blackbox's (build.rs records the commit, date and compiler).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision: ",
+    env!("MESHPROBE_BUILD_COMMIT"),
+    ")\n  build date:       ",
+    env!("MESHPROBE_BUILD_DATE"),
+    "\n  rust version:     ",
+    env!("MESHPROBE_RUST_VERSION"),
+    "\n  platform:         ",
+    env!("MESHPROBE_PLATFORM"),
+);
 
 /// A Go duration above zero, for the timeout flags.
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -35,26 +50,57 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 /// blackbox_exporter-compatible ICMP exporter and peer mesh prober.
 #[derive(Debug, Parser)]
-#[command(name = "meshprobe", version, about)]
+#[command(name = "meshprobe", version, long_version = LONG_VERSION, about)]
 struct Cli {
     /// Configuration file (blackbox.yml format). Without it, the embedded default is used.
-    #[arg(long = "config.file", global = true)]
+    #[arg(long = "config.file")]
     config_file: Option<PathBuf>,
     /// Validate the configuration file and exit.
-    #[arg(long = "config.check")]
+    #[arg(long = "config.check", overrides_with = "no_config_check")]
     config_check: bool,
+    /// kingpin's negation of --config.check, accepted as blackbox accepts it.
+    #[arg(long = "no-config.check", hide = true, overrides_with = "config_check")]
+    no_config_check: bool,
+    /// kingpin's extra help flags, accepted as blackbox accepts them.
+    #[arg(long = "help-long", hide = true, action = clap::ArgAction::HelpLong)]
+    help_long: Option<bool>,
+    #[arg(long = "help-man", hide = true, action = clap::ArgAction::HelpLong)]
+    help_man: Option<bool>,
     /// Address to listen on for HTTP (repeatable).
     #[arg(long = "web.listen-address", default_value = ":9115")]
     listen_addresses: Vec<String>,
+    /// Use the listening sockets systemd passes (socket activation: LISTEN_FDS, LISTEN_PID)
+    /// instead of --web.listen-address.
+    #[arg(long = "web.systemd-socket", overrides_with = "no_systemd_socket")]
+    systemd_socket: bool,
+    /// kingpin's negation of --web.systemd-socket.
+    #[arg(
+        long = "no-web.systemd-socket",
+        hide = true,
+        overrides_with = "systemd_socket"
+    )]
+    no_systemd_socket: bool,
+    /// The URL under which meshprobe is reachable (e.g. behind a reverse proxy); its path is the
+    /// default route prefix and the base of the pages' links.
+    #[arg(long = "web.external-url")]
+    external_url: Option<String>,
+    /// Prefix for all HTTP endpoints [default: the path of --web.external-url].
+    #[arg(long = "web.route-prefix")]
+    route_prefix: Option<String>,
+    /// How many recent probes the landing page lists, with their debug logs at /logs?id=N
+    /// (0 keeps none and skips capturing their logs).
+    #[arg(long = "history.limit", default_value_t = 100)]
+    history_limit: usize,
     /// Seconds subtracted from Prometheus's scrape timeout to get the probe timeout.
     #[arg(long = "timeout-offset", default_value_t = 0.5)]
     timeout_offset: f64,
     /// Log level of the main logger.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
-    /// Log level of per-probe log lines.
-    #[arg(long = "log.prober", value_enum, default_value = "info")]
-    log_prober: LogLevel,
+    /// Log level for per-probe log lines, which are logged at debug as blackbox does
+    /// [default: --log.level].
+    #[arg(long = "log.prober", value_enum)]
+    log_prober: Option<LogLevel>,
     /// Log format.
     #[arg(
         long = "log.format",
@@ -66,8 +112,14 @@ struct Cli {
     /// Export phase="rtt" as 0 on failed probes, exactly like blackbox (default: omit the sample).
     #[arg(long = "compat.rtt-zero-on-failure")]
     rtt_zero_on_failure: bool,
+    /// Answer 400 to a /probe target that cannot be a hostname or IP address (host:port, a URL,
+    /// [::1]), to conflicting duplicate parameters and to debug= other than true/false. By default
+    /// these are answered as blackbox does: 200 with probe_success 0 (reason="invalid_target")
+    /// for the target; first value wins and no debug for the others.
+    #[arg(long = "probe.strict")]
+    strict_requests: bool,
     /// TLS, basic auth and response headers, in exporter-toolkit's web-config.yml format.
-    #[arg(long = "web.config.file", global = true)]
+    #[arg(long = "web.config.file")]
     web_config_file: Option<PathBuf>,
     /// Switch to this user after binding the listeners, keeping only CAP_NET_RAW (and only if
     /// ping sockets are not allowed for the user's group).
@@ -106,7 +158,7 @@ enum Command {
     /// Ping a host with the exporter's engine.
     Ping(PingArgs),
     /// Validate the configuration file and exit.
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// List this machine's networks as mesh mode sees them.
     Networks {
         /// Include link-local addresses.
@@ -116,6 +168,17 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// The files `check-config` validates (also accepted before the subcommand).
+#[derive(Debug, Clone, clap::Args)]
+struct CheckConfigArgs {
+    /// Configuration file (blackbox.yml format). Without it, the embedded default is checked.
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+    /// Web config file (exporter-toolkit's web-config.yml) to check too.
+    #[arg(long = "web.config.file")]
+    web_config_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -136,7 +199,11 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::CheckConfig) => check_config(&cli),
+        Some(Command::CheckConfig(ref args)) => {
+            let config_file = args.config_file.clone().or(cli.config_file.clone());
+            let web_config_file = args.web_config_file.clone().or(cli.web_config_file.clone());
+            check_config(config_file, web_config_file)
+        }
         Some(Command::Networks { link_local, all }) => {
             let options = DiscoveryOptions {
                 include_link_local: link_local,
@@ -153,7 +220,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ if cli.config_check => check_config(&cli),
+        _ if cli.config_check => check_config(cli.config_file, cli.web_config_file),
         _ => run_server(cli),
     }
 }
@@ -180,6 +247,7 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     };
     tracing::info!(file = %store.source_name(), "Loaded config file");
+    log_other_probers(&store.current());
     // Before --run-as: the key file may be readable by root only.
     let web = match WebStore::load(cli.web_config_file.clone()) {
         Ok(web) => web,
@@ -197,8 +265,29 @@ fn run_server(cli: Cli) -> ExitCode {
             "Loaded web config file"
         );
     }
+    let routes = match RoutePrefix::new(cli.external_url.as_deref(), cli.route_prefix.as_deref()) {
+        Ok(routes) => routes,
+        Err(error) => {
+            tracing::error!(%error, "Error parsing the external URL or route prefix");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut listeners = Vec::new();
-    for text in &cli.listen_addresses {
+    if cli.systemd_socket {
+        match sys::systemd_listeners() {
+            Ok(passed) => listeners = passed,
+            Err(error) => {
+                tracing::error!(%error, "Error taking the systemd sockets");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let addresses_to_bind = if cli.systemd_socket {
+        &[][..]
+    } else {
+        &cli.listen_addresses[..]
+    };
+    for text in addresses_to_bind {
         let addresses = match http::parse_listen_address(text) {
             Ok(addresses) => addresses,
             Err(error) => {
@@ -232,13 +321,29 @@ fn run_server(cli: Cli) -> ExitCode {
         }
     }
     match build_runtime(cli.worker_threads) {
-        Ok(runtime) => runtime.block_on(serve(cli, store, web, listeners)),
+        Ok(runtime) => runtime.block_on(serve(cli, store, web, listeners, routes)),
         Err(code) => code,
     }
 }
 
-fn check_config(cli: &Cli) -> ExitCode {
-    if let Some(path) = &cli.web_config_file {
+/// Modules of blackbox's other probers load, but their /probe answers 400: say so once.
+fn log_other_probers(config: &meshprobe::config::Config) {
+    let others: Vec<String> = config
+        .modules
+        .iter()
+        .filter(|(_, module)| !module.is_icmp())
+        .map(|(name, module)| format!("{name} ({})", module.prober))
+        .collect();
+    if !others.is_empty() {
+        tracing::warn!(
+            modules = %others.join(", "),
+            "Modules of other probers are configured; /probe answers 400 for them (keep blackbox_exporter for those)"
+        );
+    }
+}
+
+fn check_config(config_file: Option<PathBuf>, web_config_file: Option<PathBuf>) -> ExitCode {
+    if let Some(path) = &web_config_file {
         match WebConfig::load(path) {
             Ok(_) => tracing::info!(file = %path.display(), "Web config file is ok"),
             Err(error) => {
@@ -247,13 +352,29 @@ fn check_config(cli: &Cli) -> ExitCode {
             }
         }
     }
-    match ConfigStore::load(cli.config_file.clone()) {
+    match ConfigStore::load(config_file) {
         Ok(store) => {
+            let config = store.current();
+            let problems = config
+                .mesh
+                .as_ref()
+                .map(meshprobe::mesh::check::offline_problems)
+                .unwrap_or_default();
+            if !problems.is_empty() {
+                tracing::error!(file = %store.source_name(), "Error checking the mesh section");
+                for problem in &problems {
+                    eprintln!("{}: {problem}", store.source_name());
+                }
+                return ExitCode::FAILURE;
+            }
             tracing::info!(file = %store.source_name(), "Config file is ok exiting...");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            tracing::error!(%error, "Error loading config");
+            // One log line, then the diagnostic as a person reads it: every problem on its own
+            // line, the parser's source excerpt with its caret intact.
+            tracing::error!(file = %error.file, "Error loading config");
+            eprintln!("{error}");
             ExitCode::FAILURE
         }
     }
@@ -264,13 +385,20 @@ async fn serve(
     store: ConfigStore,
     web: WebStore,
     listeners: Vec<std::net::TcpListener>,
+    routes: RoutePrefix,
 ) -> ExitCode {
     for family in [Family::V4, Family::V6] {
         match check_permissions(family) {
             Ok(kind) => {
-                tracing::info!(family = ?family, socket = kind.as_str(), "ICMP sockets available")
+                tracing::info!(
+                    ip_protocol = family_name(family),
+                    socket = kind.as_str(),
+                    "ICMP sockets available"
+                )
             }
-            Err(error) => tracing::error!(family = ?family, %error, "ICMP probes will fail"),
+            Err(error) => {
+                tracing::error!(ip_protocol = family_name(family), %error, "ICMP probes will fail")
+            }
         }
     }
     meshprobe::lookup::set_max_concurrency(cli.dns_max_concurrency);
@@ -284,11 +412,15 @@ async fn serve(
         timeout_offset: cli.timeout_offset,
         probe_options: ProbeOptions {
             rtt_zero_on_failure: cli.rtt_zero_on_failure,
+            strict_requests: cli.strict_requests,
         },
         max_concurrent_probes: cli.max_concurrent_probes,
         web,
         mesh,
+        history: ProbeHistory::new(cli.history_limit),
+        routes,
     });
+    tracing::debug!(route_prefix = state.routes.display(), "Serving routes");
     let mut listening_on = Vec::new();
     for listener in listeners {
         match TcpListener::from_std(listener) {
@@ -319,6 +451,13 @@ async fn serve(
     notifier.stopping();
     tracing::info!("Received SIGTERM, exiting gracefully...");
     ExitCode::SUCCESS
+}
+
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip4",
+        Family::V6 => "ip6",
+    }
 }
 
 /// Applies the connection flags, with the limit capped below the open-file limit (raised to its

@@ -118,6 +118,8 @@ pub async fn run(args: PingArgs) -> i32 {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.timeout);
         summary.transmitted += 1;
+        // The engine's sequence numbers start at a random value; show ping's 1, 2, 3...
+        let icmp_seq = summary.transmitted;
         let result = tokio::select! {
             _ = &mut ctrl_c => break,
             result = pinger.echo(&request, deadline) => result,
@@ -142,7 +144,7 @@ pub async fn run(args: PingArgs) -> i32 {
                     "{} bytes from {}: icmp_seq={}{ttl} time={ms:.3} ms{clock}",
                     payload + crate::icmp::packet::ECHO_HEADER_LEN,
                     target.address,
-                    result.seq
+                    icmp_seq
                 );
             }
             Ok(Answer::IcmpError {
@@ -151,15 +153,14 @@ pub async fn run(args: PingArgs) -> i32 {
                 summary.errors += 1;
                 let from = from.map_or_else(|| "?".to_string(), |a| a.to_string());
                 println!(
-                    "From {from} icmp_seq={} {} (code {code})",
-                    result.seq,
+                    "From {from} icmp_seq={icmp_seq} {} (code {code})",
                     kind.as_str().replace('_', " ")
                 );
             }
-            Err(EchoFailure::Timeout) => println!("Request timeout for icmp_seq={}", result.seq),
+            Err(EchoFailure::Timeout) => println!("Request timeout for icmp_seq={icmp_seq}"),
             Err(error) => {
                 summary.errors += 1;
-                println!("icmp_seq={}: {error}", result.seq);
+                println!("icmp_seq={icmp_seq}: {error}");
                 if matches!(error, EchoFailure::Socket(_)) {
                     break;
                 }

@@ -81,6 +81,9 @@ pub enum FailureReason {
     Loss,
     /// Every sequence number for this target already had a probe waiting; nothing was sent.
     Busy,
+    /// The target cannot be a hostname or IP address (`host:port`, a URL, `[::1]`); nothing was
+    /// looked up or sent. blackbox fails the same targets at resolution.
+    InvalidTarget,
 }
 
 impl FailureReason {
@@ -94,6 +97,7 @@ impl FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::Loss => "loss",
             FailureReason::Busy => "busy",
+            FailureReason::InvalidTarget => "invalid_target",
         }
     }
 }
@@ -128,17 +132,41 @@ pub struct ProbeOutcome {
     pub burst: Option<BurstStats>,
 }
 
-/// The per-probe log returned by `debug=true`, in blackbox's logfmt style.
+/// The per-probe log: the lines `debug=true` returns, in blackbox's logfmt style, and the same
+/// lines on the main log at debug level (as blackbox logs them), each naming `module` and
+/// `target`.
 #[derive(Debug, Default)]
 pub struct ProbeLog {
     capture: bool,
+    module: String,
+    target: String,
     lines: Vec<String>,
 }
 
+/// The keys a probe's log line may carry, besides `module` and `target` (which every line has).
+const LINE_KEYS: [&str; 14] = [
+    "ip_protocol",
+    "ip",
+    "srcIP",
+    "seq",
+    "id",
+    "rtt_seconds",
+    "duration_seconds",
+    "timeout_seconds",
+    "reason",
+    "type",
+    "icmp_type",
+    "code",
+    "from",
+    "err",
+];
+
 impl ProbeLog {
-    pub fn new(capture: bool) -> ProbeLog {
+    pub fn new(capture: bool, module: &str, target: &str) -> ProbeLog {
         ProbeLog {
             capture,
+            module: module.to_string(),
+            target: target.to_string(),
             lines: Vec::new(),
         }
     }
@@ -149,46 +177,74 @@ impl ProbeLog {
         message: &str,
         fields: &[(&str, &dyn std::fmt::Display)],
     ) {
-        let enabled = match level {
-            tracing::Level::ERROR => {
-                tracing::enabled!(target: "meshprobe::probe", tracing::Level::ERROR)
-            }
-            tracing::Level::WARN => {
-                tracing::enabled!(target: "meshprobe::probe", tracing::Level::WARN)
-            }
-            _ => tracing::enabled!(target: "meshprobe::probe", tracing::Level::DEBUG),
-        };
+        let enabled = tracing::enabled!(target: "meshprobe::probe", tracing::Level::DEBUG);
         // Formatting costs more than the rest of a probe; skip it when nobody reads the line.
         if !enabled && !self.capture {
             return;
         }
-        let mut rendered = String::new();
-        for (key, value) in fields {
-            let value = value.to_string();
-            if value.is_empty() || value.contains([' ', '"', '=']) {
-                let _ = write!(rendered, " {key}={value:?}");
-            } else {
-                let _ = write!(rendered, " {key}={value}");
-            }
-        }
-        match level {
-            tracing::Level::ERROR => {
-                tracing::error!(target: "meshprobe::probe", "{message}{rendered}")
-            }
-            tracing::Level::WARN => {
-                tracing::warn!(target: "meshprobe::probe", "{message}{rendered}")
-            }
-            _ => tracing::debug!(target: "meshprobe::probe", "{message}{rendered}"),
+        debug_assert!(
+            fields
+                .iter()
+                .all(|(key, _)| *key == "target" || LINE_KEYS.contains(key)),
+            "add the key to LINE_KEYS"
+        );
+        if enabled {
+            self.emit(message, fields);
         }
         if self.capture {
+            let mut rendered = String::new();
+            for (key, value) in fields {
+                let value = value.to_string();
+                if value.is_empty() || value.contains([' ', '"', '=']) {
+                    let _ = write!(rendered, " {key}={value:?}");
+                } else {
+                    let _ = write!(rendered, " {key}={value}");
+                }
+            }
             let level = level.as_str().to_ascii_lowercase();
             self.lines
                 .push(format!("level={level} msg={message:?}{rendered}"));
         }
     }
 
+    /// One structured debug event: `module`, `target`, the message, then the line's own keys
+    /// (its `target`, the same as the probe's, is not repeated).
+    fn emit(&self, message: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| tracing::field::display(*value))
+        };
+        tracing::debug!(
+            target: "meshprobe::probe",
+            module = %self.module,
+            "target" = %self.target,
+            ip_protocol = field("ip_protocol"),
+            ip = field("ip"),
+            srcIP = field("srcIP"),
+            seq = field("seq"),
+            id = field("id"),
+            rtt_seconds = field("rtt_seconds"),
+            duration_seconds = field("duration_seconds"),
+            timeout_seconds = field("timeout_seconds"),
+            reason = field("reason"),
+            "type" = field("type"),
+            icmp_type = field("icmp_type"),
+            code = field("code"),
+            from = field("from"),
+            err = field("err"),
+            "{message}"
+        );
+    }
+
     pub fn lines(&self) -> &[String] {
         &self.lines
+    }
+
+    /// The captured lines, leaving none.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.lines)
     }
 }
 
@@ -197,6 +253,32 @@ impl ProbeLog {
 pub struct ProbeOptions {
     /// Export `rtt` = 0 on failure exactly like blackbox, instead of omitting the sample.
     pub rtt_zero_on_failure: bool,
+    /// Answer 400 to a target that cannot be a hostname or IP address, to conflicting duplicate
+    /// parameters and to `debug=` other than true/false, instead of blackbox's 200 with a failed
+    /// probe (`--probe.strict`).
+    pub strict_requests: bool,
+}
+
+/// The outcome of a probe that never started because `target` cannot be a hostname or IP
+/// address: what blackbox reports for it (its lookup fails), with the reason named, and nothing
+/// looked up or sent.
+pub fn invalid_target(
+    target: &str,
+    problem: &str,
+    timeout: Duration,
+    log: &mut ProbeLog,
+) -> ProbeOutcome {
+    let start = Instant::now();
+    log.record(
+        tracing::Level::DEBUG,
+        "Invalid target",
+        &[("target", &target), ("err", &problem)],
+    );
+    let outcome = ProbeOutcome {
+        timeout,
+        ..ProbeOutcome::default()
+    };
+    finish(outcome, FailureReason::InvalidTarget, start, log)
 }
 
 /// The target resolved to an address outside `allowed_targets`; nothing was sent to it.
@@ -265,6 +347,16 @@ pub async fn run_icmp_probe(
         "Resolved target address",
         &[("target", &target), ("ip", &resolved.address)],
     );
+    if timeout.is_zero() {
+        // The scrape timeout is below --timeout-offset and the module sets none: blackbox's
+        // context has expired before the probe starts, so it fails. Send nothing.
+        log.record(
+            tracing::Level::WARN,
+            "Timeout reading from socket",
+            &[("timeout_seconds", &0)],
+        );
+        return Ok(finish(outcome, FailureReason::Timeout, start, log));
+    }
 
     if let Some(source) = settings.source_ip_address {
         log.record(
@@ -674,6 +766,7 @@ mod tests {
             &outcome,
             ProbeOptions {
                 rtt_zero_on_failure: true,
+                ..ProbeOptions::default()
             },
         );
         assert!(compat.contains("probe_icmp_duration_seconds{phase=\"rtt\"} 0\n"));

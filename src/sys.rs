@@ -1,5 +1,5 @@
 //! The process's own calls into the C library: the open-file limit, malloc tuning and trimming,
-//! `sysconf` values and interface indexes.
+//! `sysconf` values, interface indexes and the sockets of systemd socket activation.
 //!
 //! Owns every such call outside the ICMP sockets (`icmp::socket`) and `--run-as`
 //! (`privileges`, which goes through `nix` and `caps`). Where `nix` wraps a call safely it is
@@ -69,6 +69,60 @@ pub fn interface_index(name: &CStr) -> Option<u32> {
     // it.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// The TCP listening sockets systemd passed by socket activation (`LISTEN_PID`, `LISTEN_FDS`,
+/// descriptors from 3), for `--web.systemd-socket`. Taken at most once per process; each is
+/// set non-blocking and close-on-exec.
+pub fn systemd_listeners() -> Result<Vec<std::net::TcpListener>, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    const FIRST_FD: i32 = 3;
+    let pid = std::env::var("LISTEN_PID").map_err(|_| {
+        "--web.systemd-socket: LISTEN_PID is not set (start meshprobe from a systemd .socket unit)"
+            .to_string()
+    })?;
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Err(format!(
+            "--web.systemd-socket: LISTEN_PID={pid} is not this process ({})",
+            std::process::id()
+        ));
+    }
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .filter(|count| (1..=1024).contains(count))
+        .ok_or("--web.systemd-socket: LISTEN_FDS names no sockets")?;
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err("--web.systemd-socket: the sockets were already taken".into());
+    }
+    let mut listeners = Vec::new();
+    for fd in FIRST_FD..FIRST_FD + count {
+        // SAFETY: F_GETFD only reads the descriptor's flags; it fails with EBADF for a
+        // descriptor that is not open, which is how we check it before taking it.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(format!("--web.systemd-socket: descriptor {fd} is not open"));
+        }
+        // SAFETY: systemd passed descriptors FIRST_FD..FIRST_FD+LISTEN_FDS to this process
+        // (LISTEN_PID matched) and nothing else in it owns them: TAKEN makes sure they are
+        // wrapped at most once, and the wrapper becomes their only owner.
+        let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let is_tcp_listener = socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+            && socket.is_listener().unwrap_or(false)
+            && socket.local_addr().is_ok_and(|a| a.as_socket().is_some());
+        if !is_tcp_listener {
+            return Err(format!(
+                "--web.systemd-socket: descriptor {fd} is not a listening TCP socket"
+            ));
+        }
+        socket
+            .set_nonblocking(true)
+            .and_then(|()| socket.set_cloexec(true))
+            .map_err(|e| format!("--web.systemd-socket: descriptor {fd}: {e}"))?;
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! in the same namespace network with the same config, and their `/probe` outputs must have the
 //! same metric families, types, help strings and label sets for success, timeout and
 //! resolution failure. meshprobe may only add the families listed in `MESHPROBE_EXTRAS`.
+//! Requests blackbox answers with a failed probe rather than a 400 (`host:port`, `[::1]`, a URL)
+//! or probes leniently (`debug=yes`, duplicated parameters: the first value wins) get the same
+//! status and `probe_success` from meshprobe by default.
 
 mod support;
 
@@ -21,7 +24,7 @@ const MESHPROBE_EXTRAS: [&str; 4] = [
     "probe_timeout_seconds",
 ];
 
-const CONFIG: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 5s\n  icmp_ip4:\n    prober: icmp\n    timeout: 5s\n    icmp:\n      preferred_ip_protocol: ip4\n";
+const CONFIG: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 5s\n  icmp_ip4:\n    prober: icmp\n    timeout: 5s\n    icmp:\n      preferred_ip_protocol: ip4\n  icmp_no_timeout:\n    prober: icmp\n";
 
 fn require_blackbox() -> bool {
     if Path::new(BLACKBOX).exists() {
@@ -67,6 +70,48 @@ fn cases() -> Vec<Case> {
         Case {
             name: "resolution failure",
             path: "/probe?module=icmp&target=no-such-host.test".into(),
+            headers: vec![],
+        },
+        // Without a module timeout, a scrape timeout below --timeout-offset leaves none: blackbox
+        // fails the probe (its context has expired).
+        Case {
+            name: "scrape timeout below the offset",
+            path: format!("/probe?module=icmp_no_timeout&target={TARGET_V4}"),
+            headers: vec![("X-Prometheus-Scrape-Timeout-Seconds", "0.3")],
+        },
+        Case {
+            name: "host:port",
+            path: format!("/probe?module=icmp&target={TARGET_V4}:80"),
+            headers: vec![],
+        },
+        Case {
+            name: "bracketed IPv6",
+            path: "/probe?module=icmp&target=%5B2001:2:0:1::1%5D".into(),
+            headers: vec![],
+        },
+        Case {
+            name: "URL",
+            path: format!("/probe?module=icmp&target=http://{TARGET_V4}/"),
+            headers: vec![],
+        },
+        Case {
+            name: "CIDR",
+            path: "/probe?module=icmp&target=198.18.1.0/24".into(),
+            headers: vec![],
+        },
+        Case {
+            name: "debug=yes",
+            path: format!("/probe?module=icmp_ip4&target={TARGET_V4}&debug=yes"),
+            headers: vec![],
+        },
+        Case {
+            name: "duplicated target",
+            path: format!("/probe?module=icmp_ip4&target={TARGET_V4}&target={SILENT_V4}"),
+            headers: vec![],
+        },
+        Case {
+            name: "duplicated module",
+            path: format!("/probe?module=icmp_ip4&module=icmp&target={TARGET_V4}"),
             headers: vec![],
         },
     ]

@@ -103,19 +103,20 @@ fn targets_outside_allowed_targets_get_403_without_a_packet() {
         "{}",
         ok.body
     );
-    for (module, target) in [
-        ("narrow", "198.18.9.1"),
-        ("icmp", TARGET_V6),
-        ("icmp", "peer-v6.test"),
-        ("icmp", "198.19.0.1"),
+    let top_level = "not in the top-level allowed_targets";
+    for (module, target, list) in [
+        (
+            "narrow",
+            "198.18.9.1",
+            "not in allowed_targets of module \"narrow\"",
+        ),
+        ("icmp", TARGET_V6, top_level),
+        ("icmp", "peer-v6.test", top_level),
+        ("icmp", "198.19.0.1", top_level),
     ] {
         let response = exporter.get(&format!("/probe?module={module}&target={target}"));
         assert_eq!(response.status, 403, "{module} {target}: {}", response.body);
-        assert!(
-            response.body.contains("not in allowed_targets"),
-            "{}",
-            response.body
-        );
+        assert!(response.body.contains(list), "{list}: {}", response.body);
     }
     let metrics = exporter.metrics();
     assert_eq!(

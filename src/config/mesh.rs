@@ -158,6 +158,8 @@ pub struct MeshConfig {
     /// How often peer files are checked for changes and DNS names re-resolved.
     pub refresh_interval: Duration,
     pub fleet: Fleet,
+    /// The `/mesh` page's heading (`mesh.title`); the host name when absent.
+    pub title: Option<String>,
 }
 
 /// Default histogram buckets: 25 µs doubling 20 times (25 µs … 13.1 s), so that data-centre
@@ -186,6 +188,7 @@ pub(super) struct RawMesh {
     paths_between_groups: Option<i64>,
     rotate_every: Option<String>,
     inter_group_series: Option<InterGroupSeries>,
+    title: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -388,6 +391,16 @@ impl RawMesh {
         if refresh_interval < Duration::from_millis(100) {
             return Err("field \"mesh.refresh_interval\": must be at least 100ms".into());
         }
+        let title = match self.title.map(|t| t.trim().to_string()) {
+            Some(title) if title.is_empty() => None,
+            Some(title) if title.chars().count() > 200 || title.contains(char::is_control) => {
+                return Err(
+                    "field \"mesh.title\": at most 200 characters, without control characters"
+                        .into(),
+                );
+            }
+            other => other,
+        };
         Ok(MeshConfig {
             fleet,
             interval,
@@ -407,6 +420,7 @@ impl RawMesh {
                 allowed_targets: Vec::new(),
             },
             refresh_interval,
+            title,
         })
     }
 }
@@ -482,6 +496,8 @@ pub(super) struct MeshView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rotate_every: Option<String>,
     inter_group_series: InterGroupSeries,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
 }
 
 impl MeshConfig {
@@ -502,6 +518,7 @@ impl MeshConfig {
             paths_between_groups: self.fleet.paths_between_groups,
             rotate_every: self.fleet.rotate_every.map(format_go_duration),
             inter_group_series: self.fleet.inter_group_series,
+            title: self.title.as_deref(),
         }
     }
 }
@@ -653,6 +670,20 @@ mesh:
                 "{line}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn title_is_optional_trimmed_and_bounded() {
+        let parse = |title: &str| {
+            Config::parse(
+                &format!("modules: {{}}\nmesh:\n  title: {title}\n"),
+                "test.yml",
+            )
+            .map(|c| c.mesh.and_then(|m| m.title))
+        };
+        assert_eq!(parse("\" Lab mesh \""), Ok(Some("Lab mesh".to_string())));
+        assert_eq!(parse("\"\""), Ok(None));
+        assert!(parse(&"x".repeat(201)).is_err());
     }
 }
 

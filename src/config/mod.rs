@@ -4,10 +4,12 @@
 //! naming the file, module and field out. Unknown keys are errors (as in blackbox's
 //! `KnownFields(true)`); http/tcp/dns/grpc/unix/websocket modules load but are marked unsupported.
 //! Loading from disk and reloading live in [`store`]; Go durations in [`duration`]; the `mesh:`
-//! section in [`mesh`], and its network selectors in [`network`]. Address families are
+//! section in [`mesh`], and its network selectors in [`network`]; error wording and locations in
+//! `diagnostics`. Address families are
 //! [`crate::icmp::Family`], spelled `ip4`/`ip6` as blackbox does ([`ip_protocol_name`]).
 
 pub mod burst;
+mod diagnostics;
 pub mod duration;
 pub mod mesh;
 pub mod network;
@@ -219,29 +221,28 @@ impl Config {
                 "the file is empty; it needs a modules: section".into(),
             ));
         }
-        let raw: RawConfig = serde_saphyr::from_str(text)
-            .map_err(|e| error(format!("error parsing config file: {e}")))?;
-        let mut modules = BTreeMap::new();
-        for (name, raw_module) in raw.modules {
-            let module = validate_module(&name, raw_module)
-                .map_err(|message| error(format!("module {name:?}: {message}")))?;
-            modules.insert(name, module);
-        }
-        let allowed_targets = parse_networks(&raw.allowed_targets)
-            .map_err(|message| error(format!("field \"allowed_targets\": {message}")))?;
-        let mut mesh = match raw.mesh {
-            Some(raw_mesh) => Some(raw_mesh.validate().map_err(error)?),
-            None => None,
+        let problems = match serde_saphyr::from_str::<RawConfig>(text) {
+            Ok(raw) => match validate(raw, text, file) {
+                Ok(config) => return Ok(config),
+                Err(problems) => problems,
+            },
+            Err(e) => {
+                // The parser's errors, then the validation problems of the rest of the file.
+                let report = diagnostics::parse_report::<RawConfig>(text, file, &e);
+                let mut problems = report.problems;
+                if let Some((raw, repaired)) = report.repaired
+                    && let Err(more) = validate(raw, &repaired, file)
+                {
+                    problems.extend(more);
+                }
+                problems
+            }
         };
-        // The top-level allow-list applies to mesh peers too.
-        if let Some(mesh) = &mut mesh {
-            mesh.peers.allowed_targets = allowed_targets.clone();
-        }
-        Ok(Config {
-            modules,
-            allowed_targets,
-            mesh,
-        })
+        let heading = match problems.len() {
+            1 => String::new(),
+            count => format!("{count} problems:\n"),
+        };
+        Err(error(format!("{heading}{}", problems.join("\n"))))
     }
 
     /// A YAML dump of the effective configuration, defaults filled in (the `/config` page).
@@ -281,6 +282,56 @@ impl Config {
         };
         serde_saphyr::to_string(&view).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// Validates a parsed file: the [`Config`], or every problem, each with `file:line:` when found.
+fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Vec<String>> {
+    // Every validation problem, not just the first.
+    let mut problems = Vec::new();
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw.modules {
+        match validate_module(&name, raw_module) {
+            Ok(module) => {
+                modules.insert(name, module);
+            }
+            Err(message) => {
+                let line = diagnostics::locate(text, &["modules", &name], &message);
+                problems.push(diagnostics::at_line(
+                    file,
+                    line,
+                    format!("module {name:?}: {message}"),
+                ));
+            }
+        }
+    }
+    let allowed_targets = parse_networks(&raw.allowed_targets)
+        .map_err(|message| {
+            let line = diagnostics::locate(text, &["allowed_targets"], "");
+            let message = format!("field \"allowed_targets\": {message}");
+            problems.push(diagnostics::at_line(file, line, message));
+        })
+        .unwrap_or_default();
+    let mut mesh = match raw.mesh.map(|raw_mesh| raw_mesh.validate()) {
+        Some(Ok(mesh)) => Some(mesh),
+        Some(Err(message)) => {
+            let line = diagnostics::locate(text, &["mesh"], &message);
+            problems.push(diagnostics::at_line(file, line, message));
+            None
+        }
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The top-level allow-list applies to mesh peers too.
+    if let Some(mesh) = &mut mesh {
+        mesh.peers.allowed_targets = allowed_targets.clone();
+    }
+    Ok(Config {
+        modules,
+        allowed_targets,
+        mesh,
+    })
 }
 
 /// Parses CIDRs (or bare addresses, meaning one host) for `allowed_targets`.
@@ -392,6 +443,72 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.yml")
+    }
+
+    #[test]
+    fn every_validation_problem_is_reported_with_its_line() {
+        let text = "allowed_targets: [nope]\nmodules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: 300\n  icmp:\n    prober: icmp\n    icmp:\n      payload_size: -1\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.starts_with("3 problems:"), "{message}");
+        assert!(message.contains("test.yml:6: module \"a\""), "{message}");
+        assert!(
+            message.contains("test.yml:10: module \"icmp\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:1: field \"allowed_targets\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn parser_errors_name_the_file_and_the_type_in_user_words() {
+        let message = parse("modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: x\n")
+            .expect_err("invalid")
+            .message;
+        assert!(message.contains("test.yml:5:12"), "{message}");
+        assert!(message.contains("expected an integer"), "{message}");
+        let message =
+            parse("modules:\n  a:\n    prober: icmp\n    icmp:\n      dont_fragment: 3\n")
+                .expect_err("invalid")
+                .message;
+        assert!(message.contains("expected boolean"), "{message}");
+    }
+
+    #[test]
+    fn type_errors_and_validation_problems_are_reported_together() {
+        let text =
+            "modules:\n  a:\n    prober: icmp\n    icmp:\n      ttl: abc\n  b:\n    prober: nope\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.starts_with("2 problems:"), "{message}");
+        assert!(message.contains("expected an integer"), "{message}");
+        assert!(message.contains("test.yml:7: module \"b\""), "{message}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_just_the_first() {
+        // As blackbox reports both (its yaml.v3 collects unmarshal errors).
+        let text = "modules:\n  a:\n    prober: icmp\n    timeout: 5\n    icmp:\n      ttl: abc\n      ip_protocol_fallback: maybe # comment\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.contains("3 problems:"), "{message}");
+        assert!(
+            message.contains("test.yml:4:14: 5 has no unit"),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:6:12: expected an integer"),
+            "{message}"
+        );
+        assert!(
+            message.contains("test.yml:7:29: expected boolean"),
+            "{message}"
+        );
+        // A duplicate key cannot be blanked away: one error, with its excerpt.
+        let message = parse("modules:\n  a:\n    prober: icmp\n  a:\n    prober: x\n")
+            .expect_err("invalid")
+            .message;
+        assert!(!message.contains("problems"), "{message}");
+        assert!(message.contains("given twice"), "{message}");
     }
 
     #[test]

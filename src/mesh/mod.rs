@@ -1,5 +1,6 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure); [`peers`]
 //! reads the peer sources (files through `peer_file.rs`, read defensively).
+pub mod check;
 pub mod discovery;
 pub mod fleet;
 pub mod native;

@@ -108,15 +108,29 @@ fn details(target: &TargetView, view: &MeshView) -> String {
 pub fn render(view: &MeshView, group: Option<&str>) -> String {
     let mut out = String::with_capacity(1024 + view.targets.len() * 700);
     let node = html_escape(&view.node);
+    // `mesh.title` when set (the node still named under it), else "Mesh from <node>".
+    let (title, heading) = match view.title.as_deref() {
+        Some(title) => {
+            let title = html_escape(title);
+            (
+                format!("{title} ({node})"),
+                format!("{title}</h1><p class=\"meta\">from <span id=\"node\">{node}</span></p>"),
+            )
+        }
+        None => (
+            format!("meshprobe mesh from {node}"),
+            format!("Mesh from <span id=\"node\">{node}</span></h1>"),
+        ),
+    };
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>meshprobe mesh from {node}</title><style>{STYLE}</style></head><body>\
-         <h1>Mesh from <span id=\"node\">{node}</span></h1>\
-         <p class=\"meta\">{} targets on {} networks. Window: the last {WINDOW_PROBES} probes \
+         <title>{title}</title><style>{STYLE}</style></head><body>\
+         <h1>{heading}\
+         <p class=\"meta\">{} on {}. Window: the last {WINDOW_PROBES} probes \
          per target (about {} s at the configured interval). <a href=\"mesh.json\">JSON</a></p>",
-        view.targets.len(),
-        view.networks.len(),
+        count(view.targets.len(), "target", "targets"),
+        count(view.networks.len(), "network", "networks"),
         view.window_duration.as_secs(),
     );
     out.push_str("<p id=\"summary\" class=\"meta\">");
@@ -148,6 +162,38 @@ pub fn mesh_off_page() -> String {
         .to_string()
 }
 
+/// `1 network`, `2 networks`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How bad a state is, for the one cell a peer's targets on a network share (IPv4 and IPv6
+/// addresses under one label): the cell shows the worst of them.
+fn severity(state: State) -> u8 {
+    match state {
+        State::Ok => 0,
+        State::NoData => 1,
+        State::Slow => 2,
+        State::Lossy => 3,
+        State::Dead => 4,
+    }
+}
+
+/// What to do about a peer without a target, by the reason `plan` gave.
+fn unplaced_fix(reason: &str) -> &'static str {
+    match reason {
+        "no common network" => {
+            "give it an address on one of this node's networks, or a \"network\" label to reach it through the routing table"
+        }
+        "no common network among the chosen networks" => {
+            "add one of the networks it shares with this node to mesh.networks"
+        }
+        "no usable address" => "list an IP address in its targets",
+        "all its addresses are claimed by another peer" => "give each peer its own addresses",
+        _ => "see the README, \"Mesh mode\"",
+    }
+}
+
 /// Problem targets listed by name above the matrix, worst first, at most this many.
 const PROBLEMS_LISTED: usize = 40;
 
@@ -157,7 +203,7 @@ fn problems(out: &mut String, view: &MeshView) {
         .iter()
         .filter(|t| matches!(t.state, State::Slow | State::Lossy | State::Dead))
         .collect();
-    if problems.is_empty() {
+    if problems.is_empty() && view.unplaced.is_empty() {
         return;
     }
     // Stable: within a state, targets keep their network-then-peer order.
@@ -165,15 +211,16 @@ fn problems(out: &mut String, view: &MeshView) {
     let _ = write!(
         out,
         "<section id=\"problems\"><h2>Problems ({})</h2><ul>",
-        problems.len()
+        problems.len() + view.unplaced.len()
     );
     for target in problems.iter().take(PROBLEMS_LISTED) {
         let _ = write!(
             out,
-            "<li data-state=\"{}\"><span class=\"swatch\" style=\"{}\"></span> {} on {}: {}, p50 {}, loss {}</li>",
+            "<li data-state=\"{}\"><span class=\"swatch\" style=\"{}\"></span> {} ({}) on {}: {}, p50 {}, loss {}</li>",
             target.state.as_str(),
             cell_style(target),
             html_escape(&target.peer),
+            html_escape(&target.address),
             html_escape(&target.network),
             target.state.as_str(),
             format_optional_rtt(target.summary.rtt_p50_seconds),
@@ -185,6 +232,15 @@ fn problems(out: &mut String, view: &MeshView) {
             out,
             "<li>and {} more (see the table)</li>",
             problems.len() - PROBLEMS_LISTED
+        );
+    }
+    for (peer, reason) in view.unplaced.iter().take(PROBLEMS_LISTED) {
+        let _ = write!(
+            out,
+            "<li class=\"unplaced\">{} is not probed: {}; fix: {}</li>",
+            html_escape(peer),
+            html_escape(reason),
+            html_escape(unplaced_fix(reason))
         );
     }
     out.push_str("</ul></section>");
@@ -249,8 +305,9 @@ fn matrix(out: &mut String, view: &MeshView, group: Option<&str>) {
             .or_default()
             .entry(target.peer.as_str())
             .or_insert_with(|| vec![None; view.networks.len()]);
+        // One cell per (peer, network): with IPv4 and IPv6 addresses it shows the worst.
         if let Some(column) = view.networks.iter().position(|n| *n == target.network)
-            && slots[column].is_none()
+            && slots[column].is_none_or(|shown| severity(target.state) > severity(shown.state))
         {
             slots[column] = Some(target);
         }

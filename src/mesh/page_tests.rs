@@ -39,6 +39,7 @@ fn view(targets: Vec<TargetView>) -> MeshView {
     networks.dedup();
     MeshView {
         node: "node-a".to_string(),
+        title: None,
         generated_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1012),
         window_duration: Duration::from_secs(100),
         targets,
@@ -147,7 +148,7 @@ fn cells_carry_state_color_and_hover_details() {
     assert!(html.contains("<span data-state=\"dead\">dead: 1</span>"));
     // Problems, worst first: dead, lossy, slow; healthy and fresh ones are not listed.
     let problems = html
-        .split("<section id=\"problems\"><h2>Problems (3)</h2>")
+        .split("<section id=\"problems\"><h2>Problems (4)</h2>")
         .nth(1)
         .and_then(|rest| rest.split("</section>").next())
         .expect("problems section");
@@ -156,6 +157,43 @@ fn cells_carry_state_color_and_hover_details() {
         .map(|(i, _)| problems[i + 16..].split('"').next().unwrap_or_default())
         .collect();
     assert_eq!(listed, ["dead", "lossy", "slow"]);
+    assert!(
+        problems.contains("(198.18.0.2) on"),
+        "the address is named: {problems}"
+    );
+    // The unplaced peer is a problem too, with what to do about it.
+    assert!(
+        problems.contains("&lt;b&gt;x&lt;/b&gt; is not probed: no common network; fix: "),
+        "{problems}"
+    );
+}
+
+#[test]
+fn the_title_is_configurable_and_escaped() {
+    let mut titled = view(vec![target("a", "n1", 0.1, 0, 10)]);
+    titled.title = Some("Lab <mesh>".to_string());
+    let html = render(&titled, None);
+    assert!(
+        html.contains("<title>Lab &lt;mesh&gt; (node-a)</title>"),
+        "{html}"
+    );
+    assert!(html.contains("<h1>Lab &lt;mesh&gt;</h1>"), "{html}");
+    assert!(html.contains("<span id=\"node\">node-a</span>"));
+    let plain = render(&view(vec![target("a", "n1", 0.1, 0, 10)]), None);
+    assert!(plain.contains("<h1>Mesh from <span id=\"node\">node-a</span></h1>"));
+}
+
+#[test]
+fn a_dual_stack_peer_cell_shows_its_worst_family() {
+    let v4 = target("dual", "n1", 0.1, 0, 10);
+    let mut v6 = target("dual", "n1", 0.1, 10, 0);
+    v6.address = "2001:2::2".to_string();
+    let html = render(&view(vec![v4, v6]), None);
+    let cells = cells(&html);
+    assert_eq!(cells.len(), 1, "one cell per peer and network");
+    assert!(cells[0].contains("data-state=\"dead\""), "{}", cells[0]);
+    assert!(html.contains("dual (2001:2::2) on n1: dead"), "{html}");
+    assert!(html.contains("2 targets on 1 network."), "singular network");
 }
 
 #[test]

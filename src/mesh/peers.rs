@@ -93,6 +93,9 @@ pub struct PeerSnapshot {
     /// The members of `errors` that were not there at the previous refresh: log these, so a
     /// broken file is reported once per change rather than at every refresh.
     pub new_errors: Vec<String>,
+    /// Sources (`peers file PATH`, `peers DNS name NAME`) that had a problem at the previous
+    /// refresh and have none now: log these, so the recovery is as visible as the problem.
+    pub recovered: Vec<String>,
     /// True when `entries` differ from the previous refresh.
     pub changed: bool,
     /// Entries left out because their address is outside `allowed_targets`.
@@ -107,6 +110,13 @@ pub struct PeerLoader {
     last: Vec<PeerEntry>,
     /// Errors and notices of the previous refresh (each is logged when it first appears).
     reported: BTreeSet<String>,
+    /// The sources that had an error at the previous refresh.
+    broken_sources: BTreeSet<String>,
+}
+
+/// The source an error is about: its text before the first `": "` (`peers file PATH`).
+fn source_of(error: &str) -> &str {
+    error.split_once(": ").map_or(error, |(source, _)| source)
 }
 
 impl PeerLoader {
@@ -117,6 +127,7 @@ impl PeerLoader {
             dns: HashMap::new(),
             last: Vec::new(),
             reported: BTreeSet::new(),
+            broken_sources: BTreeSet::new(),
         }
     }
 
@@ -180,10 +191,19 @@ impl PeerLoader {
             tracing::warn!(%notice, "mesh peers");
         }
         self.reported = current;
+        let broken_now: BTreeSet<String> =
+            errors.iter().map(|e| source_of(e).to_string()).collect();
+        let recovered = self
+            .broken_sources
+            .difference(&broken_now)
+            .cloned()
+            .collect();
+        self.broken_sources = broken_now;
         PeerSnapshot {
             entries,
             errors,
             new_errors,
+            recovered,
             changed,
             not_allowed,
         }

@@ -82,6 +82,26 @@ async fn files_are_reread_on_change_and_bad_content_keeps_the_last_good() {
     assert_eq!(missing.errors.len(), 1);
     assert_eq!(missing.new_errors.len(), 1, "a different problem is logged");
     assert_eq!(missing.entries.len(), 3);
+    assert!(
+        missing.recovered.is_empty(),
+        "still broken: {:?}",
+        missing.recovered
+    );
+
+    write(
+        &dir,
+        "peers.json",
+        r#"[{"targets": ["198.18.0.2"], "labels": {"peer": "b"}}]"#,
+    );
+    let fixed = loader.refresh().await;
+    assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+    assert_eq!(fixed.recovered.len(), 1, "the recovery is logged");
+    assert!(
+        fixed.recovered[0].starts_with("peers file "),
+        "{:?}",
+        fixed.recovered
+    );
+    assert!(loader.refresh().await.recovered.is_empty(), "once");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -68,7 +68,9 @@ impl Mesh {
     pub fn view(&self) -> Option<MeshView> {
         let config = self.shared.config.load_full()?;
         let probe_spacing = config.interval / config.packets_per_interval.max(1);
-        Some(MeshView::collect(&self.table(), probe_spacing))
+        let mut view = MeshView::collect(&self.table(), probe_spacing);
+        view.title = config.title.clone();
+        Some(view)
     }
 
     /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
@@ -169,6 +171,9 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
         let snapshot = loader.refresh().await;
         for error in &snapshot.new_errors {
             tracing::warn!(%error, "mesh peer source problem; keeping its last good content");
+        }
+        for source in &snapshot.recovered {
+            tracing::info!(%source, "mesh peer source recovered; its content is in force again");
         }
         let networks = local_networks(DiscoveryOptions::default()).unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot list local networks; keeping the previous list");

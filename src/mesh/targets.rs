@@ -3,7 +3,9 @@
 //! Owns one rule on top of [`plan`]: a peer entry that carries an explicit `network` label (as the
 //! charm writes them, already planned) is pinged as given; every other entry goes through
 //! [`plan_with_routes`] with this machine's networks, `mesh.networks` and the route lookup, and
-//! gets the shared network's CIDR (or `routed`) as its `network` label. It also builds each target's final, sorted label set. Pure.
+//! gets the shared network's CIDR (or `routed`) as its `network` label. Either way, an entry at
+//! one of this machine's own addresses is skipped: one peers file can serve every node. It also
+//! builds each target's final, sorted label set. Pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -73,6 +75,9 @@ pub fn build_targets(
     let mut planned_entries: Vec<&PeerEntry> = Vec::new();
     for entry in entries {
         match entry.labels.get("network") {
+            // This node's own entry in a shared peers file: not a peer, with a `network`
+            // label or without (`plan` skips planned ones the same way).
+            Some(_) if local.iter().any(|n| n.address == entry.address) => {}
             Some(network) => set.targets.push(spec(
                 entry.address,
                 network.clone(),
@@ -183,5 +188,27 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn this_nodes_own_entry_is_skipped_with_or_without_a_network_label() {
+        let local = [LocalNetwork::new("eth0", "198.18.0.1".parse().unwrap(), 24).unwrap()];
+        let no_labels = BTreeMap::new();
+        for own in [
+            entry("198.18.0.1", &[("peer", "me")]),
+            entry("198.18.0.1", &[("peer", "me"), ("network", "lab")]),
+        ] {
+            let other = entry("198.18.0.2", &[("peer", "b"), ("network", "lab")]);
+            let set = build_targets(
+                &[own, other],
+                &local,
+                &[NetworkSelector::All],
+                &no_labels,
+                &|_| false,
+            );
+            let peers: Vec<&str> = set.targets.iter().map(|t| t.label("peer")).collect();
+            assert_eq!(peers, ["b"], "{set:?}");
+            assert!(set.unplaced.is_empty(), "{set:?}");
+        }
     }
 }

@@ -91,6 +91,8 @@ impl TargetView {
 pub struct MeshView {
     /// This machine's host name.
     pub node: String,
+    /// `mesh.title`, shown instead of "Mesh from <node>" when set.
+    pub title: Option<String>,
     pub generated_at: SystemTime,
     /// How long the window lasts at the configured interval and packets per interval.
     pub window_duration: Duration,
@@ -133,6 +135,7 @@ impl MeshView {
         networks.dedup();
         MeshView {
             node: host_name(),
+            title: None,
             generated_at: SystemTime::now(),
             window_duration: probe_spacing * WINDOW_PROBES as u32,
             targets,
@@ -168,6 +171,7 @@ impl MeshView {
         json!({
             "mesh": true,
             "node": self.node,
+            "title": self.title,
             "generated_at_unix_seconds": unix_seconds(self.generated_at),
             "window": {
                 "probes": WINDOW_PROBES,

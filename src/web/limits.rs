@@ -288,12 +288,12 @@ impl ConnGuard {
                     if at > Instant::now() {
                         continue;
                     }
-                    let counter = match why {
-                        Expiry::Header => &TABLE.header_timeouts,
-                        Expiry::Idle => &TABLE.idle_timeouts,
+                    let (counter, reason) = match why {
+                        Expiry::Header => (&TABLE.header_timeouts, "read_header_timeout"),
+                        Expiry::Idle => (&TABLE.idle_timeouts, "idle_timeout"),
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(reason = ?why, "closing a connection at its timeout");
+                    tracing::debug!(reason, "closing a connection at its timeout");
                     return;
                 }
             }

@@ -7,12 +7,13 @@
 //! meshprobe's default security headers and the extra headers to each request. rustls settings live in [`tls`] (Go's setting names in
 //! `tls_names`), basic auth in [`auth`], the per-connection transport (TLS or plain, the
 //! answer to plain HTTP on a TLS port) in [`conn`], connection limits and timeouts in
-//! [`limits`], and binding and accepting in [`listener`].
+//! [`limits`], binding and accepting in [`listener`], and the route prefix in [`prefix`].
 
 pub mod auth;
 pub mod conn;
 pub mod limits;
 pub mod listener;
+pub mod prefix;
 pub mod rate_limit;
 pub mod tls;
 mod tls_names;
