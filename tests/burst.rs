@@ -42,6 +42,16 @@ modules:
       packet_interval: 100ms
 "#;
 
+/// The tests of this file run one at a time: the spread test times sub-millisecond delays, which
+/// the loss test's 20 concurrent probes would disturb.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn probe(exporter: &Exporter, target: &str, module: &str) -> Metrics {
     let response = exporter.get(&format!("/probe?target={target}&module={module}"));
     assert_eq!(response.status, 200, "{}", response.body);
@@ -62,6 +72,7 @@ fn nft_counter(namespace: &Namespace, name: &str) -> f64 {
 #[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn loss_matches_the_firewall_and_min_received_decides_success() {
     require_namespaces!();
+    let _serial = serial();
     let net = TestNet::new();
     net.target.exec(
         "nft",
@@ -120,6 +131,7 @@ fn loss_matches_the_firewall_and_min_received_decides_success() {
 #[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn rtt_spread_and_jitter_of_known_delays() {
     require_namespaces!();
+    let _serial = serial();
     let namespace = Namespace::new("burst");
     let peer = FakePeer::start(&namespace);
     let config = write_config("burst-spread.yml", MODULES);
@@ -139,6 +151,10 @@ fn rtt_spread_and_jitter_of_known_delays() {
 }
 
 /// One probe of `target` with replies delayed 1, 2, 3, 4 and 5 ms; `Err` names what was off.
+///
+/// The expected RTTs are the times the fake peer really held each reply (its timer can wake late
+/// on a loaded machine) plus its turnaround for an immediate reply, measured just before. The
+/// held times must be near the script, so the spread is really 1-5 ms.
 fn measure_spread(
     exporter: &Exporter,
     peer: &FakePeer,
@@ -148,8 +164,6 @@ fn measure_spread(
         .map(|ms| vec![Action::after(Duration::from_millis(ms), Reply::Echo)])
         .collect();
     peer.set(target, Behaviour::cycle(scripts));
-    // The fake peer's own turnaround (TUN, its loop) is measured first and taken off the
-    // absolute values; spread and jitter do not depend on it.
     let calibration_target = if target.is_ipv4() {
         fake_peer::v4(43)
     } else {
@@ -158,23 +172,39 @@ fn measure_spread(
     peer.set(calibration_target, Behaviour::echo());
     let calibration = probe(exporter, &calibration_target.to_string(), "five");
     let turnaround_ms = calibration.value("probe_icmp_rtt_min_seconds") * 1000.0;
+    let before = peer.held_times(target).len();
     let metrics = probe(exporter, &target.to_string(), "five");
     assert_eq!(metrics.value("probe_success"), 1.0);
     assert_eq!(metrics.value("probe_icmp_packets_received"), 5.0);
+    let held: Vec<f64> = peer.held_times(target)[before..]
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    assert_eq!(held.len(), 5, "replies written: {held:?}");
+    for (scripted, real) in (1..=5).zip(&held) {
+        assert!(
+            (real - f64::from(scripted)).abs() < 2.0,
+            "held {real} ms for a {scripted} ms script: {held:?}"
+        );
+    }
+    let rtts: Vec<f64> = held.iter().map(|h| h + turnaround_ms).collect();
+    let n = rtts.len() as f64;
+    let mean = rtts.iter().sum::<f64>() / n;
+    let stddev = (rtts.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let jitter = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (n - 1.0);
+    let mut sorted = rtts.clone();
+    sorted.sort_by(f64::total_cmp);
     let mut off = Vec::new();
-    for (series, want_ms, absolute) in [
-        ("probe_icmp_rtt_min_seconds", 1.0, true),
-        ("probe_icmp_rtt_max_seconds", 5.0, true),
-        ("probe_icmp_rtt_mean_seconds", 3.0, true),
+    for (series, want_ms) in [
+        ("probe_icmp_rtt_min_seconds", sorted[0]),
+        ("probe_icmp_rtt_max_seconds", sorted[4]),
+        ("probe_icmp_rtt_mean_seconds", mean),
         // phase="rtt" is the median.
-        ("probe_icmp_duration_seconds{phase=\"rtt\"}", 3.0, true),
-        ("probe_icmp_rtt_stddev_seconds", 2f64.sqrt(), false),
-        ("probe_icmp_jitter_seconds", 1.0, false),
+        ("probe_icmp_duration_seconds{phase=\"rtt\"}", sorted[2]),
+        ("probe_icmp_rtt_stddev_seconds", stddev),
+        ("probe_icmp_jitter_seconds", jitter),
     ] {
-        let mut got = metrics.value(series) * 1000.0;
-        if absolute {
-            got -= turnaround_ms;
-        }
+        let got = metrics.value(series) * 1000.0;
         if (got - want_ms).abs() > 0.2 {
             off.push(format!("{series}: {got:.3} ms, want {want_ms:.3} ms"));
         }
@@ -183,7 +213,7 @@ fn measure_spread(
         Ok(())
     } else {
         Err(format!(
-            "turnaround {turnaround_ms:.3} ms; {}",
+            "turnaround {turnaround_ms:.3} ms, held {held:?}; {}",
             off.join("; ")
         ))
     }
@@ -193,6 +223,7 @@ fn measure_spread(
 #[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn a_duplicate_and_an_icmp_error_are_counted_exactly() {
     require_namespaces!();
+    let _serial = serial();
     let namespace = Namespace::new("burst");
     let peer = FakePeer::start(&namespace);
     let config = write_config("burst-dup.yml", MODULES);
@@ -230,6 +261,7 @@ fn a_duplicate_and_an_icmp_error_are_counted_exactly() {
 #[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn one_packet_is_blackbox_output_and_a_burst_too_long_for_the_scrape_is_refused() {
     require_namespaces!();
+    let _serial = serial();
     let net = TestNet::new();
     let config = write_config("burst-compat.yml", MODULES);
     let exporter = Exporter::start(&net.prober, &["--config.file", path_str(&config)]);

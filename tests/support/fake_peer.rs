@@ -233,6 +233,8 @@ struct State {
     counts: HashMap<IpAddr, Counts>,
     /// Requests per address since its behaviour was last set (indexes `per_request`).
     scripted: HashMap<IpAddr, usize>,
+    /// How long each reply written for an address was really held, in write order.
+    held: HashMap<IpAddr, Vec<Duration>>,
     malformed: u64,
     write_errors: u64,
     /// Packets in the timer queue or held for reordering.
@@ -329,6 +331,12 @@ impl FakePeer {
         self.state().write_errors
     }
 
+    /// How long each reply written for `address` was really held after its request was read
+    /// (the scripted delay plus this thread's timer and scheduling latency), in write order.
+    pub fn held_times(&self, address: IpAddr) -> Vec<Duration> {
+        self.state().held.get(&address).cloned().unwrap_or_default()
+    }
+
     /// Waits until no reply is queued or held; false on timeout.
     pub fn wait_until_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -410,6 +418,8 @@ fn poll_readable(file: &File, timeout: Duration) -> bool {
 /// A packet waiting in the timer queue; ordered by due time, then by scheduling order.
 struct Scheduled {
     due: Instant,
+    /// When the request this answers was read.
+    requested: Instant,
     order: u64,
     target: IpAddr,
     bytes: Vec<u8>,
@@ -480,10 +490,14 @@ impl Engine {
                 break;
             };
             let written = (&self.tun).write(&packet.bytes);
+            let held = packet.requested.elapsed();
             let mut state = self.state();
             state.pending = state.pending.saturating_sub(1);
             match written {
-                Ok(_) => state.counts.entry(packet.target).or_default().sent += 1,
+                Ok(_) => {
+                    state.counts.entry(packet.target).or_default().sent += 1;
+                    state.held.entry(packet.target).or_default().push(held);
+                }
                 Err(_) => state.write_errors += 1,
             }
         }
@@ -552,6 +566,7 @@ impl Engine {
             self.order += 1;
             self.queue.push(Reverse(Scheduled {
                 due: now + delay,
+                requested: now,
                 order: self.order,
                 target,
                 bytes,
