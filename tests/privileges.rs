@@ -11,8 +11,7 @@ use support::*;
 
 /// A copy of the binary that user `nobody` can execute wherever the checkout lives.
 fn binary_for_nobody() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshprobe-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     let path = dir.join("meshprobe");
     std::fs::copy(binary(), &path).expect("copy binary");

@@ -21,6 +21,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -339,7 +340,7 @@ impl Exporter {
         envs: &[(&str, &str)],
     ) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
-        let stderr_path = std::env::temp_dir().join(format!("{}-{port}.log", namespace.name));
+        let stderr_path = scratch_dir().join(format!("{}-{port}.log", namespace.name));
         let stderr = File::create(&stderr_path).expect("create log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &namespace.name, program])
@@ -441,15 +442,40 @@ pub fn fnv1a(address: std::net::IpAddr) -> f64 {
     f64::from(hash)
 }
 
-/// Writes a config file into a fresh temp dir and returns its path.
+/// This test process's scratch directory, `<temp dir>/meshprobe-test-<pid>` (mode 755, so that
+/// `nobody` can reach files in it), created on first use and removed when the process exits:
+/// libtest ends the process through `exit` whether tests passed or failed, which runs the
+/// `atexit` handler registered here. Only a killed test process leaves it behind.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_scratch_dir() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("meshprobe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the scratch dir");
+        // SAFETY: registers a plain `extern "C" fn()` with no arguments, as atexit requires.
+        let rc = unsafe { libc::atexit(remove_scratch_dir) };
+        assert_eq!(rc, 0, "atexit failed");
+        dir
+    })
+}
+
+/// A fresh, empty directory inside [`scratch_dir`].
+pub fn fresh_dir() -> PathBuf {
+    let dir = scratch_dir().join(NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string());
+    std::fs::create_dir_all(&dir).expect("create a scratch subdirectory");
+    dir
+}
+
+/// Writes a config file into a fresh directory inside [`scratch_dir`] and returns its path.
 pub fn write_config(name: &str, content: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "meshprobe-test-{}-{}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+    let path = fresh_dir().join(name);
     std::fs::write(&path, content).expect("write config");
     path
 }
