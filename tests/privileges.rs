@@ -38,6 +38,7 @@ fn ping_as_nobody(net: &TestNet, target: &str) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn unprivileged_user_without_rights_gets_the_three_fixes() {
     require_namespaces!();
     let net = TestNet::new();
@@ -50,6 +51,7 @@ fn unprivileged_user_without_rights_gets_the_three_fixes() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn unprivileged_user_pings_through_ping_sockets_when_allowed() {
     require_namespaces!();
     let net = TestNet::new();
@@ -75,6 +77,7 @@ fn unprivileged_user_pings_through_ping_sockets_when_allowed() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn ping_reports_errors_and_loss() {
     require_namespaces!();
     let net = TestNet::new();

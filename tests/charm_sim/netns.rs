@@ -246,29 +246,3 @@ fn set_sysctls(fd: RawFd) {
         .expect("sysctl thread");
     });
 }
-
-/// True when namespaces can be created; fails under CI=true when they cannot.
-pub fn available() -> bool {
-    // Checked once per process: parallel tests would otherwise race on the probe name.
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *AVAILABLE.get_or_init(|| {
-        let name = format!("mpc-check-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            delete(&[name]);
-        }
-        ok
-    });
-    if ok {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but network namespaces cannot be created: run as root with iproute2");
-    }
-    eprintln!("SKIPPED: the charm simulator needs root and iproute2 (run `sudo -E cargo test`)");
-    false
-}

@@ -2,8 +2,9 @@
 //! small HTTP client and metrics parser (`client.rs`) that work from inside a namespace.
 //!
 //! Every packet a test sends stays inside namespaces created here, addressed from 198.18.0.0/15
-//! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. When namespaces cannot be
-//! created, tests fail under `CI=true` and skip with a message elsewhere.
+//! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. Tests that need namespaces or a
+//! system tool are `#[ignore]`d and fail, never skip, when run without them (`needs.rs`). Files
+//! go to one scratch directory per test process, removed when the process exits.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,7 @@ pub mod client;
 pub mod fake_peer;
 pub mod grafana;
 pub mod hostile;
+pub mod needs;
 pub mod web;
 
 pub use client::*;
@@ -47,45 +49,12 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// True when this process can build namespace networks. In CI a missing capability fails the
-/// test; elsewhere the test is skipped with a message saying how to run it.
-pub fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let available = *AVAILABLE.get_or_init(|| {
-        let probe_name = format!("mpt-check-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &probe_name])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &probe_name])
-                .status();
-        }
-        ok
-    });
-    if available {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but network namespaces cannot be created: run the tests as root with iproute2 installed"
-        );
-    }
-    eprintln!(
-        "SKIPPED: this test needs root and iproute2 to create network namespaces; run `sudo -E cargo test` or `.ci/run`"
-    );
-    false
-}
-
-/// Skips the calling test (returns) when namespaces are unavailable outside CI.
+/// Fails the calling test unless this process can create network namespaces. Tests that call it
+/// are `#[ignore]`d: a plain `cargo test` lists them as ignored, `./test.sh` runs them as root.
 #[macro_export]
 macro_rules! require_namespaces {
     () => {
-        if !support::namespaces_available() {
-            return;
-        }
+        support::needs::namespaces()
     };
 }
 
@@ -498,17 +467,10 @@ pub fn raise_open_file_limit() {
     }
 }
 
-/// True when `program` is installed (an absolute path). A missing tool fails the test under
-/// `CI=true` (`.ci/run` installs it) and skips it elsewhere, saying which package provides it.
-pub fn tool_available(program: &str, package: &str) -> bool {
-    if Path::new(program).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {program} is missing: .ci/run must install the {package} package");
-    }
-    eprintln!("SKIPPED: this test needs {program} (apt-get install {package})");
-    false
+/// Fails the calling test unless `program` (an absolute path) is installed; says which Debian
+/// package provides it. Tests that call it are `#[ignore]`d (`./test.sh` installs the package).
+pub fn require_tool(program: &str, package: &str) {
+    needs::tool(program, package);
 }
 
 /// The repository's root, where the example files live.
