@@ -10,7 +10,7 @@
 //! 3-second warm-up. For a long run by hand, as root (the summary line shows the samples):
 //!
 //! ```sh
-//! MESHPROBE_SOAK_SECONDS=1800 sudo -E "$(command -v cargo)" test --test soak -- --nocapture
+//! MESHPROBE_SOAK_SECONDS=1800 ./test.sh --test soak -- --nocapture
 //! ```
 //!
 //! Tolerances, from a quiescent sample after warm-up to a quiescent sample after the run:
