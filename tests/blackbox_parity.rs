@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use support::*;
 
@@ -26,17 +25,8 @@ const MESHPROBE_EXTRAS: [&str; 4] = [
 
 const CONFIG: &str = "modules:\n  icmp:\n    prober: icmp\n    timeout: 5s\n  icmp_ip4:\n    prober: icmp\n    timeout: 5s\n    icmp:\n      preferred_ip_protocol: ip4\n  icmp_no_timeout:\n    prober: icmp\n";
 
-fn require_blackbox() -> bool {
-    if Path::new(BLACKBOX).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but {BLACKBOX} is missing: .ci/run must install prometheus-blackbox-exporter"
-        );
-    }
-    eprintln!("SKIPPED: install prometheus-blackbox-exporter to run the parity test");
-    false
+fn require_blackbox() {
+    require_tool(BLACKBOX, "prometheus-blackbox-exporter");
 }
 
 struct Case {
@@ -210,19 +200,17 @@ fn parity(meshprobe_flags: &[&str], compare_series: bool) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn probe_output_matches_blackbox_exporter() {
     require_namespaces!();
-    if !require_blackbox() {
-        return;
-    }
+    require_blackbox();
     parity(&[], false);
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn compat_flag_matches_blackbox_series_exactly() {
     require_namespaces!();
-    if !require_blackbox() {
-        return;
-    }
+    require_blackbox();
     parity(&["--compat.rtt-zero-on-failure"], true);
 }

@@ -287,7 +287,8 @@ fn one_packet_is_blackbox_output_and_a_burst_too_long_for_the_scrape_is_refused(
     let metrics = Metrics::parse(&fits.body);
     assert_eq!(metrics.value("probe_icmp_packets_sent"), 10.0);
     // promtool accepts the multi-packet exposition.
-    if tool_available("promtool", "prometheus") {
+    {
+        require_tool("/usr/bin/promtool", "prometheus");
         let file = write_config("burst-probe.prom", &fits.body);
         let output = std::process::Command::new("sh")
             .args([

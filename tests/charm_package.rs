@@ -32,19 +32,30 @@ fn entry(archive: &std::path::Path, name: &str) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
+/// The packed charm's path, removed on drop (also when an assertion fails).
+struct Packed(std::path::PathBuf);
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn packed_charm_has_juju_metadata_for_a_subordinate() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::env::temp_dir().join(format!("meshprobe-test-{}.charm", std::process::id()));
+    let packed =
+        Packed(std::env::temp_dir().join(format!("meshprobe-test-{}.charm", std::process::id())));
+    let out = packed.0.as_path();
     let status = Command::new(root.join("charm/pack.sh"))
         .env("MESHPROBE_BINARY", env!("CARGO_BIN_EXE_meshprobe"))
-        .env("OUT", &out)
+        .env("OUT", out)
         .status()
         .expect("run pack.sh");
     assert!(status.success());
     let listing = Command::new("python3")
         .args(["-c", "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist(): print(i.filename, oct(i.external_attr >> 16))"])
-        .arg(&out)
+        .arg(out)
         .output()
         .expect("list");
     let listing = String::from_utf8_lossy(&listing.stdout).to_string();
@@ -63,7 +74,7 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
         assert!(line.ends_with(mode), "{line}");
     }
 
-    let metadata = yaml(&entry(&out, "metadata.yaml"), "metadata.yaml");
+    let metadata = yaml(&entry(out, "metadata.yaml"), "metadata.yaml");
     assert_eq!(metadata["name"], "meshprobe");
     assert_eq!(metadata["subordinate"], true);
     assert_eq!(metadata["requires"]["juju-info"]["interface"], "juju-info");
@@ -106,7 +117,7 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
         }
     }
 
-    let config = yaml(&entry(&out, "config.yaml"), "config.yaml");
+    let config = yaml(&entry(out, "config.yaml"), "config.yaml");
     for (option, kind, default) in [
         ("mode", "string", Value::from("mesh")),
         ("networks", "string", Value::from("all")),
@@ -118,17 +129,16 @@ fn packed_charm_has_juju_metadata_for_a_subordinate() {
         assert_eq!(config["options"][option]["type"], kind, "{option}");
         assert_eq!(config["options"][option]["default"], default, "{option}");
     }
-    let actions = yaml(&entry(&out, "actions.yaml"), "actions.yaml");
+    let actions = yaml(&entry(out, "actions.yaml"), "actions.yaml");
     for action in ["show-targets", "probe", "show-jobs"] {
         assert!(actions[action]["description"].is_string(), "{action}");
     }
     assert_eq!(actions["probe"]["required"], serde_json::json!(["target"]));
     // The dispatch script execs the binary next to it.
     assert!(
-        entry(&out, "dispatch").contains("exec \"${JUJU_CHARM_DIR:-$(dirname \"$0\")}/meshprobe\"")
+        entry(out, "dispatch").contains("exec \"${JUJU_CHARM_DIR:-$(dirname \"$0\")}/meshprobe\"")
     );
-    check_manifest(&out);
-    let _ = std::fs::remove_file(out);
+    check_manifest(out);
 }
 
 /// glibc of each Ubuntu release (its libc6 package).

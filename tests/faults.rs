@@ -59,6 +59,7 @@ fn start(net: &TestNet) -> Exporter {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn total_loss_times_out_and_recovers() {
     require_namespaces!();
     let net = TestNet::new();
@@ -77,6 +78,7 @@ fn total_loss_times_out_and_recovers() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn peer_namespace_deleted_mid_run_then_rebuilt() {
     require_namespaces!();
     let mut net = TestNet::new();
@@ -127,6 +129,7 @@ fn peer_namespace_deleted_mid_run_then_rebuilt() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn prober_interface_down_and_up() {
     require_namespaces!();
     let net = TestNet::new();
@@ -145,6 +148,7 @@ fn prober_interface_down_and_up() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn route_removed_and_restored() {
     require_namespaces!();
     let net = TestNet::new();
@@ -165,6 +169,7 @@ fn route_removed_and_restored() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn bound_source_address_removed_and_restored() {
     require_namespaces!();
     let net = TestNet::new();

@@ -4,8 +4,8 @@
 //! itself), that `promtool` parses every expression, and that promtool evaluates the p50 and loss
 //! matrix expressions to the right values on a synthetic two-node mesh.
 //!
-//! promtool comes from Debian's `prometheus` package; without it the promtool tests fail under
-//! `CI=true` and skip elsewhere.
+//! promtool comes from Debian's `prometheus` package; the promtool tests are `#[ignore]`d and
+//! fail without it (`./test.sh` installs it).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use std::process::Command;
 
 use meshprobe::mesh::stats::{RenderRow, TargetStats, render, render_labels};
 use serde_json::Value;
+
+#[path = "support/needs.rs"]
+mod needs;
 
 const PANEL_FILE: &str = "config/grafana-mesh-matrix-panel.json";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -108,15 +111,8 @@ fn panel_queries_use_only_names_meshprobe_emits() {
     }
 }
 
-fn promtool_available() -> bool {
-    if Path::new(PROMTOOL).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {PROMTOOL} is missing: apt-get install prometheus");
-    }
-    eprintln!("SKIPPED: needs promtool; run `apt-get install --no-install-recommends prometheus`");
-    false
+fn require_promtool() {
+    needs::tool(PROMTOOL, "prometheus");
 }
 
 fn scratch_file(name: &str, content: &str) -> PathBuf {
@@ -154,10 +150,9 @@ fn quoted(text: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs promtool (apt-get install prometheus): run with --include-ignored (./test.sh)"]
 fn promtool_parses_every_panel_query() {
-    if !promtool_available() {
-        return;
-    }
+    require_promtool();
     let mut rules = String::from("groups:\n  - name: meshprobe_mesh_matrix_panel\n    rules:\n");
     for (index, expr) in all_expressions().iter().enumerate() {
         rules.push_str(&format!(
@@ -170,10 +165,9 @@ fn promtool_parses_every_panel_query() {
 }
 
 #[test]
+#[ignore = "needs promtool (apt-get install prometheus): run with --include-ignored (./test.sh)"]
 fn promtool_evaluates_the_matrix_queries_on_a_two_node_mesh() {
-    if !promtool_available() {
-        return;
-    }
+    require_promtool();
     let expressions = all_expressions();
     let find = |needle: &str| {
         expressions

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use support::*;
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn beyond_the_concurrency_limit_probe_answers_503_at_once() {
     require_namespaces!();
     let net = TestNet::new();
@@ -91,6 +92,7 @@ modules:
 "#;
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn targets_outside_allowed_targets_get_403_without_a_packet() {
     require_namespaces!();
     let net = TestNet::new();
@@ -197,12 +199,14 @@ fn run_as_nobody(ping_sockets: bool, expected_caps: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn run_as_keeps_only_cap_net_raw_when_raw_sockets_are_needed() {
     require_namespaces!();
     run_as_nobody(false, "0000000000002000");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn run_as_drops_every_capability_when_ping_sockets_are_allowed() {
     require_namespaces!();
     run_as_nobody(true, "0000000000000000");
@@ -258,6 +262,7 @@ impl Drop for TestUser {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn run_as_takes_all_of_the_users_groups() {
     require_namespaces!();
     let net = TestNet::new();
@@ -284,6 +289,7 @@ fn run_as_takes_all_of_the_users_groups() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn run_as_refuses_unknown_users() {
     require_namespaces!();
     let net = TestNet::new();

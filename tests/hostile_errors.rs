@@ -47,12 +47,14 @@ fn duplicates_and_late_replies(sockets: Sockets) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn duplicate_and_late_replies_are_rejected_on_raw_sockets() {
     require_namespaces!();
     duplicates_and_late_replies(Sockets::Raw);
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn duplicate_and_late_replies_are_rejected_on_ping_sockets() {
     require_namespaces!();
     duplicates_and_late_replies(Sockets::Ping);
@@ -170,12 +172,14 @@ fn icmp_errors(sockets: Sockets) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn icmp_errors_end_the_probe_at_once_on_raw_sockets() {
     require_namespaces!();
     icmp_errors(Sockets::Raw);
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn icmp_errors_end_the_probe_at_once_on_ping_sockets() {
     require_namespaces!();
     icmp_errors(Sockets::Ping);
@@ -220,12 +224,14 @@ fn reordered_replies(sockets: Sockets) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn reordered_replies_reach_their_own_probes_on_raw_sockets() {
     require_namespaces!();
     reordered_replies(Sockets::Raw);
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn reordered_replies_reach_their_own_probes_on_ping_sockets() {
     require_namespaces!();
     reordered_replies(Sockets::Ping);

@@ -16,6 +16,7 @@ const CHANGED: &str = "modules:\n  icmp:\n    prober: icmp\n  icmp_new:\n    pro
 type BadRequest<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn bad_probe_requests_get_4xx_with_a_reason() {
     require_namespaces!();
     let net = TestNet::new();
@@ -185,6 +186,7 @@ fn bad_targets_fail_the_probe_like_blackbox_by_default() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn reload_keeps_the_old_config_when_the_new_one_is_broken() {
     require_namespaces!();
     let net = TestNet::new();

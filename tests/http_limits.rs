@@ -22,6 +22,7 @@ const PARTIAL_HEAD: &[u8] = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n";
 const FULL_REQUEST: &[u8] = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn silent_slow_and_idle_connections_are_closed_at_their_timeouts() {
     require_namespaces!();
     raise_open_file_limit();
@@ -102,6 +103,7 @@ fn silent_slow_and_idle_connections_are_closed_at_their_timeouts() {
 /// connections. The limit (1 024 − 64 reserved = 960) is reached; each new connection then
 /// closes the one idle the longest, so health checks and probes keep being served.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn an_idle_flood_under_a_descriptor_limit_leaves_health_and_probes_served() {
     require_namespaces!();
     raise_open_file_limit();
@@ -148,6 +150,7 @@ fn an_idle_flood_under_a_descriptor_limit_leaves_health_and_probes_served() {
 /// The listening socket's backlog, as `ss` reports it (Send-Q of a listener): 128 with std's
 /// listener, 4096 (the namespace's `net.core.somaxconn`) now.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn the_listen_backlog_is_sized_for_bursts() {
     require_namespaces!();
     let namespace = Namespace::new("hl");
@@ -187,6 +190,7 @@ fn s_client_lifetime(namespace: &Namespace, port: u16, ca: &str, input: &[u8]) -
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn tls_handshakes_and_idle_tls_connections_are_bounded() {
     require_namespaces!();
     let namespace = Namespace::new("hl");

@@ -47,6 +47,7 @@ fn wait_for(
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn loss_is_counted_exactly_under_random_nftables_loss() {
     require_namespaces!();
     let net = TestNet::new();
@@ -123,6 +124,7 @@ fn loss_is_counted_exactly_under_random_nftables_loss() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn duplicates_and_reordering_are_counted_exactly() {
     require_namespaces!();
     let namespace = Namespace::new("m");
@@ -206,6 +208,7 @@ fn peers_file(entries: &[(&str, IpAddr)]) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn peers_file_changes_apply_live_and_keep_counters() {
     require_namespaces!();
     let namespace = Namespace::new("m");
@@ -265,6 +268,7 @@ fn peers_file_changes_apply_live_and_keep_counters() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn reload_keeps_counters_and_gzip_metrics_decode() {
     require_namespaces!();
     let namespace = Namespace::new("m");

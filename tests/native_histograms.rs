@@ -77,9 +77,7 @@ fn gauge_samples(family: &MetricFamily) -> Vec<(Vec<(String, String)>, f64)> {
 #[ignore = "needs root and network namespaces: run with --include-ignored (see README)"]
 fn prometheus_ingests_native_rtt_histograms_that_match_the_exact_median() {
     require_namespaces!();
-    if !tool_available(PROMETHEUS, "prometheus") {
-        return;
-    }
+    require_tool(PROMETHEUS, "prometheus");
     let net = TestNet::new();
     // AnyIP: the target's kernel answers echo for the whole /24; the router sends it there.
     net.target

@@ -11,8 +11,7 @@ use support::*;
 
 /// A copy of the binary that user `nobody` can execute wherever the checkout lives.
 fn binary_for_nobody() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshprobe-nobody-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = fresh_dir();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     let path = dir.join("meshprobe");
     std::fs::copy(binary(), &path).expect("copy binary");
@@ -39,6 +38,7 @@ fn ping_as_nobody(net: &TestNet, target: &str) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn unprivileged_user_without_rights_gets_the_three_fixes() {
     require_namespaces!();
     let net = TestNet::new();
@@ -51,6 +51,7 @@ fn unprivileged_user_without_rights_gets_the_three_fixes() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn unprivileged_user_pings_through_ping_sockets_when_allowed() {
     require_namespaces!();
     let net = TestNet::new();
@@ -79,6 +80,7 @@ fn unprivileged_user_pings_through_ping_sockets_when_allowed() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn ping_reports_errors_and_loss() {
     require_namespaces!();
     let net = TestNet::new();

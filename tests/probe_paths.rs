@@ -99,6 +99,7 @@ fn sockets_open(exporter: &Exporter, protocol: &str, kind: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn raw_sockets_answer_ipv4_and_ipv6() {
     require_namespaces!();
     let net = TestNet::new();
@@ -120,6 +121,7 @@ fn raw_sockets_answer_ipv4_and_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn ping_sockets_are_preferred_when_allowed() {
     require_namespaces!();
     let net = TestNet::new();
@@ -139,6 +141,7 @@ fn ping_sockets_are_preferred_when_allowed() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn silent_target_times_out_at_the_scrape_timeout_minus_offset() {
     require_namespaces!();
     let net = TestNet::new();
@@ -210,12 +213,14 @@ fn icmp_errors_are_reported(configure: impl Fn(&TestNet)) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn icmp_errors_end_the_probe_on_raw_sockets() {
     require_namespaces!();
     icmp_errors_are_reported(|_| {});
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn icmp_errors_end_the_probe_on_ping_sockets() {
     require_namespaces!();
     icmp_errors_are_reported(|net| {
@@ -225,6 +230,7 @@ fn icmp_errors_end_the_probe_on_ping_sockets() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn dont_fragment_with_a_too_big_payload_fails_with_the_reason() {
     require_namespaces!();
     let net = TestNet::new();
@@ -245,6 +251,7 @@ fn dont_fragment_with_a_too_big_payload_fails_with_the_reason() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn source_ip_address_selects_the_sending_address() {
     require_namespaces!();
     let net = TestNet::new();
@@ -275,6 +282,7 @@ fn source_ip_address_selects_the_sending_address() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn hostnames_resolve_with_blackbox_preference_rules() {
     require_namespaces!();
     let net = TestNet::new();

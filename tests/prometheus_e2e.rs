@@ -52,11 +52,11 @@ fn promtool_check_metrics(what: &str, exposition: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn prometheus_scrapes_probe_and_mesh_through_the_shipped_examples() {
     require_namespaces!();
-    if !tool_available(PROMETHEUS, "prometheus") || !tool_available(PROMTOOL, "prometheus") {
-        return;
-    }
+    require_tool(PROMETHEUS, "prometheus");
+    require_tool(PROMTOOL, "prometheus");
     let net = TestNet::new();
     let peers_file = write_config(
         "peers.json",

@@ -37,37 +37,44 @@ fn check_header_value(value: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_1e308_is_clamped() {
     check_header_value("1e308");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_1e20_is_clamped() {
     check_header_value("1e20");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_1_9e19_is_clamped() {
     check_header_value("1.9e19");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_9_3e18_is_clamped() {
     check_header_value("9.3e18");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_1e18_is_clamped() {
     check_header_value("1e18");
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_1e10_is_clamped() {
     check_header_value("1e10");
 }
 
 /// Just above the maximum plus the 0.5 s offset: clamped too; just below it: kept.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn header_near_the_maximum() {
     check_header_value("301");
     require_namespaces!();

@@ -30,6 +30,7 @@ fn get_as(namespace: &Namespace, source: &str, port: u16, auth: &str) -> (Durati
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn a_wrong_password_flood_keeps_bcrypt_bounded_and_lets_a_valid_login_through() {
     require_namespaces!();
     raise_open_file_limit();
@@ -104,6 +105,7 @@ fn a_wrong_password_flood_keeps_bcrypt_bounded_and_lets_a_valid_login_through() 
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn rate_limit_answers_429_beyond_its_bucket_and_follows_reloads() {
     require_namespaces!();
     let namespace = Namespace::new("wh");
@@ -142,6 +144,7 @@ fn rate_limit_answers_429_beyond_its_bucket_and_follows_reloads() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn html_pages_cannot_be_framed_and_nothing_is_sniffed_by_default() {
     require_namespaces!();
     let namespace = Namespace::new("wh");

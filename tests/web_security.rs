@@ -35,6 +35,7 @@ fn start(namespace: &Namespace, web_config: &std::path::Path, port: u16) -> WebE
 /// 400 text at once; reloads (POST and SIGHUP) swap passwords and keep the running web config
 /// when the new file is broken.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn https_with_basic_auth() {
     require_namespaces!();
     let net = TestNet::new();
@@ -131,6 +132,7 @@ fn https_with_basic_auth() {
 /// RequireAnyClientCert accepts any certificate but still requires one. Inline PEM (`cert:`,
 /// `key:`) works too.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn client_certificates() {
     require_namespaces!();
     let namespace = Namespace::new("wc");
@@ -219,6 +221,7 @@ fn client_certificates() {
 /// min_version TLS13 refuses a TLS 1.2-only client and serves a TLS 1.3 one; max_version TLS12
 /// with one cipher suite makes TLS 1.2 with exactly that suite.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn tls_versions_and_cipher_suites() {
     require_namespaces!();
     let namespace = Namespace::new("wv");
@@ -270,6 +273,7 @@ fn tls_versions_and_cipher_suites() {
 /// A broken web config stops the exporter at startup with exit code 1 and a message that
 /// names the file and the field; `--config.check` checks the web config too.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn broken_web_config_exits_1() {
     require_namespaces!();
     let namespace = Namespace::new("wb");
@@ -352,6 +356,7 @@ fn broken_web_config_exits_1() {
 /// Basic auth on plain HTTP: curl with and without the password, and a raw request with a
 /// malformed `Authorization` header.
 #[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
 fn basic_auth_without_tls() {
     require_namespaces!();
     let namespace = Namespace::new("wa");

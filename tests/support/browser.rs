@@ -2,8 +2,8 @@
 //! nothing but the namespace's own links) with a fresh, empty profile, and returns the DOM it
 //! built or writes a screenshot. Also a small reader for the attributes of serialized elements.
 //!
-//! When `/usr/bin/chromium` is missing, tests fail under `CI=true` and skip with a message that
-//! says how to install it elsewhere. A browser that hangs is killed (by its PID) after a minute.
+//! Tests that use it are `#[ignore]`d and fail when `/usr/bin/chromium` is missing, saying how to
+//! install it. A browser that hangs is killed (by its PID) after a minute.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,26 +27,16 @@ pub const FLAGS: [&str; 7] = [
 const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
 static NEXT_PROFILE: AtomicUsize = AtomicUsize::new(0);
 
-/// True when Chromium is installed; fails under `CI=true` when it is not.
-pub fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {CHROMIUM} is missing: apt-get install chromium");
-    }
-    eprintln!(
-        "SKIPPED: this test needs Chromium; run `apt-get install --no-install-recommends chromium`"
-    );
-    false
+/// Fails the calling test unless Chromium is installed.
+pub fn require_chromium() {
+    super::require_tool(CHROMIUM, "chromium");
 }
 
 /// Runs Chromium in `namespace` with `args` and a fresh profile directory; panics with its
 /// stderr when it fails or hangs.
 fn run(namespace: &Namespace, args: &[&str]) -> Output {
-    let profile = std::env::temp_dir().join(format!(
-        "mpw-chromium-{}-{}",
-        std::process::id(),
+    let profile = super::scratch_dir().join(format!(
+        "chromium-{}",
         NEXT_PROFILE.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&profile);

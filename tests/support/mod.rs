@@ -2,8 +2,9 @@
 //! small HTTP client and metrics parser (`client.rs`) that work from inside a namespace.
 //!
 //! Every packet a test sends stays inside namespaces created here, addressed from 198.18.0.0/15
-//! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. When namespaces cannot be
-//! created, tests fail under `CI=true` and skip with a message elsewhere.
+//! and 2001:2::/48 (DESIGN.md). Namespaces are deleted on drop. Tests that need namespaces or a
+//! system tool are `#[ignore]`d and fail, never skip, when run without them (`needs.rs`). Files
+//! go to one scratch directory per test process, removed when the process exits.
 
 #![allow(dead_code)]
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod fake_peer;
 pub mod grafana;
 pub mod hostile;
+pub mod needs;
 pub mod prometheus;
 pub mod web;
 
@@ -23,6 +25,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,45 +51,12 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// True when this process can build namespace networks. In CI a missing capability fails the
-/// test; elsewhere the test is skipped with a message saying how to run it.
-pub fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let available = *AVAILABLE.get_or_init(|| {
-        let probe_name = format!("mpt-check-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &probe_name])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &probe_name])
-                .status();
-        }
-        ok
-    });
-    if available {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but network namespaces cannot be created: run the tests as root with iproute2 installed"
-        );
-    }
-    eprintln!(
-        "SKIPPED: this test needs root and iproute2 to create network namespaces; run `sudo -E cargo test` or `.ci/run`"
-    );
-    false
-}
-
-/// Skips the calling test (returns) when namespaces are unavailable outside CI.
+/// Fails the calling test unless this process can create network namespaces. Tests that call it
+/// are `#[ignore]`d: a plain `cargo test` lists them as ignored, `./test.sh` runs them as root.
 #[macro_export]
 macro_rules! require_namespaces {
     () => {
-        if !support::namespaces_available() {
-            return;
-        }
+        support::needs::namespaces()
     };
 }
 
@@ -341,7 +311,7 @@ impl Exporter {
         envs: &[(&str, &str)],
     ) -> Exporter {
         let listen = format!("127.0.0.1:{port}");
-        let stderr_path = std::env::temp_dir().join(format!("{}-{port}.log", namespace.name));
+        let stderr_path = scratch_dir().join(format!("{}-{port}.log", namespace.name));
         let stderr = File::create(&stderr_path).expect("create log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &namespace.name, program])
@@ -443,15 +413,40 @@ pub fn fnv1a(address: std::net::IpAddr) -> f64 {
     f64::from(hash)
 }
 
-/// Writes a config file into a fresh temp dir and returns its path.
+/// This test process's scratch directory, `<temp dir>/meshprobe-test-<pid>` (mode 755, so that
+/// `nobody` can reach files in it), created on first use and removed when the process exits:
+/// libtest ends the process through `exit` whether tests passed or failed, which runs the
+/// `atexit` handler registered here. Only a killed test process leaves it behind.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove_scratch_dir() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("meshprobe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the scratch dir");
+        // SAFETY: registers a plain `extern "C" fn()` with no arguments, as atexit requires.
+        let rc = unsafe { libc::atexit(remove_scratch_dir) };
+        assert_eq!(rc, 0, "atexit failed");
+        dir
+    })
+}
+
+/// A fresh, empty directory inside [`scratch_dir`].
+pub fn fresh_dir() -> PathBuf {
+    let dir = scratch_dir().join(NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string());
+    std::fs::create_dir_all(&dir).expect("create a scratch subdirectory");
+    dir
+}
+
+/// Writes a config file into a fresh directory inside [`scratch_dir`] and returns its path.
 pub fn write_config(name: &str, content: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "meshprobe-test-{}-{}",
-        std::process::id(),
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+    let path = fresh_dir().join(name);
     std::fs::write(&path, content).expect("write config");
     path
 }
@@ -474,17 +469,10 @@ pub fn raise_open_file_limit() {
     }
 }
 
-/// True when `program` is installed (an absolute path). A missing tool fails the test under
-/// `CI=true` (`.ci/run` installs it) and skips it elsewhere, saying which package provides it.
-pub fn tool_available(program: &str, package: &str) -> bool {
-    if Path::new(program).exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but {program} is missing: .ci/run must install the {package} package");
-    }
-    eprintln!("SKIPPED: this test needs {program} (apt-get install {package})");
-    false
+/// Fails the calling test unless `program` (an absolute path) is installed; says which Debian
+/// package provides it. Tests that call it are `#[ignore]`d (`./test.sh` installs the package).
+pub fn require_tool(program: &str, package: &str) {
+    needs::tool(program, package);
 }
 
 /// The repository's root, where the example files live.

@@ -8,20 +8,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Namespace, binary, in_namespace, run};
+use super::{Namespace, binary, in_namespace, run, scratch_dir};
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory under the temp dir, removed on drop.
+/// A fresh directory in the test process's scratch directory, removed on drop.
 pub struct TempDir {
     pub path: PathBuf,
 }
 
 impl TempDir {
     pub fn new(role: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "meshprobe-web-{}-{}-{role}",
-            std::process::id(),
+        let path = scratch_dir().join(format!(
+            "web-{}-{role}",
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&path).expect("create temp dir");
@@ -119,7 +118,7 @@ pub struct WebExporter {
 impl WebExporter {
     /// Starts meshprobe with `args` on 127.0.0.1:`port` and waits until the port accepts.
     pub fn start(namespace: &Namespace, args: &[&str], port: u16) -> WebExporter {
-        let log_path = std::env::temp_dir().join(format!("{}-web-{port}.log", namespace.name));
+        let log_path = scratch_dir().join(format!("{}-web-{port}.log", namespace.name));
         let log = std::fs::File::create(&log_path).expect("create log file");
         let child = Command::new("ip")
             .args(["netns", "exec", &namespace.name, binary()])
