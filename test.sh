@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, as root, on a fresh Debian 12 machine with Rust from rustup (no sudo
-# needed). See README "Tests" for how long it takes.
+# needed). See CONTRIBUTING.md for how long it takes.
 #
 #   1. Installs the Debian packages the tests use, if missing (only those that are missing):
 #        iproute2 nftables procps util-linux  namespaces, veths, nftables loss, sysctl, setpriv

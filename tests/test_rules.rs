@@ -1,4 +1,4 @@
-//! The test suite's own rule (README "Tests"): a test that needs root, network namespaces or a
+//! The test suite's own rule (CONTRIBUTING.md, "The test suite"): a test that needs root, network namespaces or a
 //! system tool is `#[ignore = "needs …"]`d, so that a plain `cargo test` lists it as ignored
 //! instead of passing it without running, and `./test.sh` runs it with `--include-ignored`.
 //! This reads every file under tests/ and checks that each `#[test]` whose body calls one of
