@@ -257,6 +257,7 @@ impl Sim {
                 root,
                 dir,
                 peers_file: None,
+                zone: String::new(),
                 running: false,
                 address,
                 ports: BTreeSet::new(),
@@ -290,6 +291,14 @@ impl Sim {
     pub fn queue_all(&self, hook: &str) {
         for unit in self.alive_units() {
             self.queue(&unit, hook);
+        }
+    }
+
+    /// Puts `unit` in availability zone `zone` (`JUJU_AVAILABILITY_ZONE` of its later hooks).
+    pub fn set_zone(&self, unit: &str, zone: &str) {
+        let mut core = self.core();
+        if let Some(state) = core.model.units.iter_mut().find(|u| u.name == unit) {
+            state.zone = zone.to_string();
         }
     }
 

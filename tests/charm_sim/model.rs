@@ -168,6 +168,8 @@ pub struct UnitState {
     /// The primary address (Juju's private-address / ingress-address).
     pub address: String,
     pub ports: BTreeSet<String>,
+    /// `JUJU_AVAILABILITY_ZONE` in this unit's hooks (empty: a cloud without zones).
+    pub zone: String,
 }
 
 /// The model: relations, config, leader, goal state; file mirror under `state`.

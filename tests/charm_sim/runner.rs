@@ -148,7 +148,7 @@ pub fn prepare(core: &mut Core, u: usize, mut hook: Hook, tools: &str, charm_dir
         ("CHARM_DIR".into(), charm_dir.into()),
         ("JUJU_PRINCIPAL_UNIT".into(), unit.principal.clone()),
         ("JUJU_MACHINE_ID".into(), unit.num.to_string()),
-        ("JUJU_AVAILABILITY_ZONE".into(), String::new()),
+        ("JUJU_AVAILABILITY_ZONE".into(), unit.zone.clone()),
         (
             "JUJU_CONTEXT_ID".into(),
             format!("{}-{}-{}", unit.name, hook.name, core.seq),
