@@ -73,6 +73,16 @@ async fn start_echo(
     (task, sent)
 }
 
+/// [`start_echo`] of a default request to `address`, with no observer.
+async fn start_plain(
+    pinger: &Pinger,
+    sends_on: (&FakeTransport, SocketKey),
+    address: &str,
+    timeout: Duration,
+) -> (tokio::task::JoinHandle<EchoResult>, SentPacket) {
+    start_echo(pinger, sends_on, request(address), timeout, None).await
+}
+
 fn sent_count(endpoint: &impl Fn() -> Option<Arc<FakeEndpoint>>) -> usize {
     endpoint().map_or(0, |endpoint| endpoint.sent().len())
 }
@@ -214,12 +224,11 @@ async fn a_ping_socket_reply_seen_by_the_raw_socket_is_counted_once() {
         None,
     )
     .await;
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, dgram_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(5),
-        None,
     )
     .await;
     // The kernel hands the ping probe's reply to the ping socket and to every raw socket.
@@ -263,12 +272,11 @@ async fn duplicates_are_credited_to_the_probe_that_asked() {
         Some(as_observer),
     )
     .await;
-    let (plain, plain_sent) = start_echo(
+    let (plain, plain_sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(5),
-        None,
     )
     .await;
     for sent in [&observed_sent, &plain_sent] {
@@ -290,12 +298,11 @@ async fn a_reply_after_the_deadline_is_late_not_an_answer() {
     let pinger = Pinger::with_transport(transport.clone());
     let endpoint_key = key(Family::V6, SocketKind::Dgram);
     let endpoint = || transport.endpoint(&endpoint_key);
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("2001:2::1"),
+        "2001:2::1",
         Duration::from_millis(50),
-        None,
     )
     .await;
     let result = task.await.expect("echo task");
@@ -386,12 +393,11 @@ async fn the_first_large_payload_reply_is_not_truncated() {
     let pinger = Pinger::with_transport(transport.clone());
     let endpoint_key = key(Family::V4, SocketKind::Dgram);
     let endpoint = || transport.endpoint(&endpoint_key);
-    let (small, small_sent) = start_echo(
+    let (small, small_sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(5),
-        None,
     )
     .await;
     endpoint().deliver(
@@ -423,12 +429,11 @@ async fn an_icmp_error_carrying_the_nonce_ends_the_probe_at_once() {
     let pinger = Pinger::with_transport(transport.clone());
     let endpoint_key = key(Family::V4, SocketKind::Raw);
     let endpoint = || transport.endpoint(&endpoint_key);
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(3600),
-        None,
     )
     .await;
     endpoint().deliver(
@@ -448,12 +453,11 @@ async fn an_icmp_error_with_a_wrong_nonce_is_rejected() {
     let pinger = Pinger::with_transport(transport.clone());
     let endpoint_key = key(Family::V4, SocketKind::Raw);
     let endpoint = || transport.endpoint(&endpoint_key);
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(3600),
-        None,
     )
     .await;
     let mut forged = sent.clone();
@@ -476,12 +480,11 @@ async fn a_short_quoted_error_is_a_hint_that_a_reply_overrides() {
     let endpoint_key = key(Family::V4, SocketKind::Raw);
     let endpoint = || transport.endpoint(&endpoint_key);
     // An off-path forger who guessed (id, seq) quotes only the 8-byte echo header.
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(1),
-        None,
     )
     .await;
     endpoint().deliver(
@@ -495,12 +498,11 @@ async fn a_short_quoted_error_is_a_hint_that_a_reply_overrides() {
     assert!(rtt_of(&task.await.expect("echo task")).is_some());
 
     // Without a reply, the hint is the probe's outcome at its deadline.
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(1),
-        None,
     )
     .await;
     endpoint().deliver(
@@ -517,12 +519,11 @@ async fn ping_socket_errors_without_the_nonce_are_hints_too() {
     let pinger = Pinger::with_transport(transport.clone());
     let endpoint_key = key(Family::V4, SocketKind::Dgram);
     let endpoint = || transport.endpoint(&endpoint_key);
-    let (task, sent) = start_echo(
+    let (task, sent) = start_plain(
         &pinger,
         (&transport, endpoint_key),
-        request("198.18.0.1"),
+        "198.18.0.1",
         Duration::from_secs(2),
-        None,
     )
     .await;
     let queued = |quoted: usize| crate::icmp::socket::receive::QueuedError {
