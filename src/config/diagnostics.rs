@@ -59,15 +59,16 @@ fn value_error_line(file: &str, error: &serde_saphyr::Error) -> String {
 
 /// The parser stops at its first error. When that error is a bad plain value on a `key: value`
 /// line (the type errors a user makes: `ttl: abc`), find the ones after it too: blank that value
-/// to `null` (every such field is optional) and parse again, at most 20 times. Any other kind
-/// of error ends the search, since blanking could not repair it.
+/// to `null` (every such field is optional) and parse again, at most 20 times. An unknown or
+/// repeated key is commented out instead ([`drop_key_at`]). Any other kind of error ends the
+/// search, since neither could repair it.
 fn later_value_errors<T: DeserializeOwned>(
     text: &str,
     first: &serde_saphyr::Error,
 ) -> (Vec<serde_saphyr::Error>, Option<(T, String)>) {
     let mut errors = Vec::new();
     let mut text = text.to_string();
-    let mut current = blank_value_at(&text, first);
+    let mut current = drop_key_at(&text, first).or_else(|| blank_value_at(&text, first));
     while let Some(next) = current.take() {
         if errors.len() >= 20 {
             break;
@@ -76,7 +77,7 @@ fn later_value_errors<T: DeserializeOwned>(
         match serde_saphyr::from_str::<T>(&text) {
             Ok(parsed) => return (errors, Some((parsed, text))),
             Err(error) => {
-                current = blank_value_at(&text, &error);
+                current = drop_key_at(&text, &error).or_else(|| blank_value_at(&text, &error));
                 // A blanked value that is still wrong (a required field): stop rather than
                 // report an error of our own making.
                 let mine = current.is_none()
@@ -122,6 +123,39 @@ fn blank_value_at(text: &str, error: &serde_saphyr::Error) -> Option<String> {
     let line = lines.get_mut(index)?;
     let (key, _) = line.split_once(": ")?;
     *line = format!("{key}: null");
+    Some(lines.join("\n") + "\n")
+}
+
+/// An unknown or repeated key stops the parser as well: `text` with that key's line, and the lines
+/// indented under it, turned into comments (so every later line keeps its number), if `error`
+/// is such an error on a `key:` line.
+fn drop_key_at(text: &str, error: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::{Error, MessageFormatter};
+    let inner = match error {
+        Error::WithSnippet { error, .. } => error,
+        other => other,
+    };
+    let unknown = UserWords.format_message(inner).contains("unknown field");
+    if !unknown && !matches!(inner, Error::DuplicateMappingKey { .. }) {
+        return None;
+    }
+    let index = usize::try_from(error.location()?.line())
+        .ok()?
+        .checked_sub(1)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let key_line = lines.get(index)?;
+    if key_line.trim_start().starts_with('#') || !key_line.contains(':') {
+        return None;
+    }
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let depth = indent(key_line);
+    let mut end = index + 1;
+    while end < lines.len() && (lines[end].trim().is_empty() || indent(&lines[end]) > depth) {
+        end += 1;
+    }
+    for line in &mut lines[index..end] {
+        *line = "#".to_string();
+    }
     Some(lines.join("\n") + "\n")
 }
 

@@ -512,6 +512,21 @@ mod tests {
     }
 
     #[test]
+    fn problems_after_an_unknown_or_repeated_key_are_reported_too() {
+        let text = "modules:\n  a:\n    prober: icmp\n    colour:\n      shade: blue\n    icmp:\n      ttl: abc\n  b:\n    prober: icmp\n    icmp:\n      ttl: 5\n      ttl: 6\n      payload_size: xyz\n";
+        let message = parse(text).expect_err("invalid").message;
+        assert!(message.contains("4 problems:"), "{message}");
+        for expected in [
+            "test.yml:4:5: unknown field `colour`",
+            "test.yml:7:12: expected an integer",
+            "test.yml:12:7: key \"ttl\" is given twice",
+            "test.yml:13:21: expected an integer",
+        ] {
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+
+    #[test]
     fn embedded_default_has_the_three_icmp_modules() {
         let config = Config::embedded();
         let names: Vec<&str> = config.modules.keys().map(String::as_str).collect();
