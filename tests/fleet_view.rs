@@ -54,7 +54,8 @@ fn all_expressions() -> Vec<String> {
     found
 }
 
-/// Series names and label names of a mesh `/metrics` body as meshprobe renders it.
+/// Series names and label names of a mesh `/metrics` body as meshprobe renders it (text, plus
+/// the native histogram series of each histogram family).
 fn emitted_names() -> (BTreeSet<String>, BTreeSet<String>) {
     let buckets = [0.001, 0.01];
     let mut stats = TargetStats::new(buckets.len());
@@ -73,6 +74,12 @@ fn emitted_names() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut text = String::new();
     render(&mut text, &rows, &buckets, &mut |_chunk: &mut String| {});
     let (mut series, mut label_names) = (BTreeSet::new(), BTreeSet::new());
+    // A histogram family is also a series itself: the native histogram a protobuf scrape gets.
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        if let Some(family) = line.strip_suffix(" histogram") {
+            series.insert(family.to_string());
+        }
+    }
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, rest) = line.split_once('{').expect("labelled sample");
         series.insert(name.to_string());
