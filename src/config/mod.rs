@@ -642,5 +642,13 @@ mod tests {
         assert!(dumped.contains("preferred_ip_protocol: ip4"), "{dumped}");
         assert!(dumped.contains("preferred_ip_protocol: ip6"), "{dumped}");
         assert_eq!(Config::parse(&dumped, "dump").expect("dump parses"), config);
+        // A multi-packet module dumps its burst keys, and they parse back the same.
+        let burst = parse(
+            "modules:\n  burst:\n    prober: icmp\n    timeout: 3s\n    icmp:\n      packets: 5\n      packet_interval: 250ms\n      min_received: 3\n",
+        )
+        .expect("valid");
+        let dumped = burst.to_yaml();
+        assert!(dumped.contains("packet_interval: 250ms"), "{dumped}");
+        assert_eq!(Config::parse(&dumped, "dump").expect("dump parses"), burst);
     }
 }
