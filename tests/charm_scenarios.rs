@@ -10,25 +10,16 @@ mod charm_sim;
 use charm_sim::Sim;
 use charm_sim::contract::{self, MESH_JOBS};
 use charm_sim::model::{APP, METRICS, PEER};
-use charm_sim::netns::Iface;
+use charm_sim::netns::{Iface, two_nets};
 use charm_sim::report::Report;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Unit n of a large model: 198.18.1.0/24-style addresses on two /16 networks.
-fn two_nets(n: usize) -> Vec<Iface> {
-    let (hi, lo) = (n / 250 + 1, n % 250 + 1);
-    vec![
-        Iface::new("eth0", &[&format!("198.18.{hi}.{lo}/16")]),
-        Iface::new("eth1", &[&format!("198.19.{hi}.{lo}/16")]),
-    ]
 }
 
 fn layouts(sim: &Sim, all: &BTreeMap<String, Vec<Iface>>) -> BTreeMap<String, Vec<Iface>> {
@@ -557,77 +548,5 @@ fn bad_peer_data_fails_no_hook_and_is_named() {
             .filter(|t| good.contains_key(&t.0))
             .collect();
         assert_eq!(targets, want, "{unit}: show-targets for the good peers");
-    }
-}
-
-#[test]
-#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
-fn units_in_two_availability_zones_follow_the_tiered_plan() {
-    let _serial = serial();
-    let mut sim = Sim::new();
-    sim.set_config("group", json!("availability-zone"));
-    let units = 8;
-    let names = sim.add_units((0..units).map(two_nets).collect());
-    let zone_of: BTreeMap<String, String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let zone = if i % 2 == 0 { "zone-a" } else { "zone-b" };
-            sim.set_zone(name, zone);
-            (name.clone(), zone.to_string())
-        })
-        .collect();
-    sim.settle();
-    let report = sim.take_report("two availability zones");
-    assert!(report.c.failed.is_empty(), "failed: {:?}", report.c.failed);
-    // Every unit probes each peer of its own zone on both networks, and only its share of the
-    // other zone: across all units, each ordered zone pair is covered by k = 2 node pairs
-    // (paths-between-groups' default), each on both shared networks.
-    let mut inter_zone: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
-    for name in &names {
-        let file = sim
-            .peers_json(name)
-            .unwrap_or_else(|| panic!("{name} has no peers.json"));
-        assert!(
-            file.to_string()
-                .contains(&format!("\"group\":\"{}\"", zone_of[name])),
-            "{name}: peers.json has no group labels: {file}"
-        );
-        let targets = contract::peers_file_targets(&file);
-        let own_zone = &zone_of[name];
-        for peer in names
-            .iter()
-            .filter(|p| *p != name && zone_of[*p] == *own_zone)
-        {
-            let networks = targets.iter().filter(|(p, _, _)| p == peer).count();
-            assert_eq!(
-                networks, 2,
-                "{name} probes zone peer {peer} on both networks"
-            );
-        }
-        for (peer, _, _) in targets.iter().filter(|(p, _, _)| zone_of[p] != *own_zone) {
-            let pair = (own_zone.clone(), zone_of[peer].clone());
-            inter_zone
-                .entry(pair)
-                .or_default()
-                .insert((name.clone(), peer.clone()));
-        }
-    }
-    let pairs: Vec<(&(String, String), usize)> = inter_zone
-        .iter()
-        .map(|(zones, paths)| (zones, paths.len()))
-        .collect();
-    assert_eq!(
-        pairs,
-        vec![
-            (&("zone-a".to_string(), "zone-b".to_string()), 2),
-            (&("zone-b".to_string(), "zone-a".to_string()), 2),
-        ],
-        "{inter_zone:?}"
-    );
-    // The k paths of a zone pair start at different units.
-    for paths in inter_zone.values() {
-        let sources: BTreeSet<&String> = paths.iter().map(|(source, _)| source).collect();
-        assert_eq!(sources.len(), paths.len(), "{paths:?}");
     }
 }

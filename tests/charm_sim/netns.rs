@@ -246,3 +246,12 @@ fn set_sysctls(fd: RawFd) {
         .expect("sysctl thread");
     });
 }
+
+/// Unit n of a large model: 198.18.1.0/24-style addresses on two /16 networks every unit shares.
+pub fn two_nets(n: usize) -> Vec<Iface> {
+    let (hi, lo) = (n / 250 + 1, n % 250 + 1);
+    vec![
+        Iface::new("eth0", &[&format!("198.18.{hi}.{lo}/16")]),
+        Iface::new("eth1", &[&format!("198.19.{hi}.{lo}/16")]),
+    ]
+}
