@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::channel::{Channel, EngineCore};
-use super::echo::Answer;
+use super::echo::{Answer, EchoFailure};
 use super::packet::{self, Family, IcmpErrorKind, Received};
 use super::socket::SocketKind;
 use super::socket::receive::{QueuedError, ReceiveBatch, ReceiveMeta};
@@ -189,7 +189,11 @@ fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &
                 return;
             };
             let key = ProbeKey { address, id, seq };
-            let taken = channel.probes().take_for_reply(&key, payload);
+            // Deadlines are on Tokio's clock (the same as std's, except in paused-time tests).
+            let deadline_clock = tokio::time::Instant::now().into_std();
+            let taken = channel
+                .probes()
+                .take_for_reply(&key, payload, deadline_clock);
             match taken {
                 Ok(probe) => {
                     let (rtt, kernel_timestamp) =
@@ -200,8 +204,8 @@ fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &
                         kernel_timestamp,
                         arrival: engine.arrivals.fetch_add(1, Ordering::Relaxed),
                     };
-                    // The probe may have given up in the meantime; then the answer is dropped.
-                    let _ = probe.answer.send(answer);
+                    // A waiter may have given up in the meantime; then the answer is dropped.
+                    probe.completion.settle(Ok(answer));
                     stats.count_matched();
                 }
                 Err(rejection) => {
@@ -209,6 +213,9 @@ fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &
                         observer.duplicate();
                     }
                     stats.count_rejected(rejection.reason);
+                    if let Some(expired) = rejection.expired {
+                        settle_expired(stats, *expired);
+                    }
                 }
             }
         }
@@ -250,10 +257,23 @@ fn complete_with_error(
             if let Answer::IcmpError { kind, .. } = answer {
                 stats.count_icmp_error(kind);
             }
-            let _ = probe.answer.send(answer);
+            probe.completion.settle(Ok(answer));
         }
         Err(ErrorVerdict::Hinted) => stats.count_error_hint(),
         Err(ErrorVerdict::Rejected(reason)) => stats.count_rejected(reason),
+    }
+}
+
+/// Finishes a probe whose deadline passed: with the ICMP error it was hinted, else as lost.
+pub(super) fn settle_expired(stats: &EngineStats, probe: PendingProbe) {
+    match probe.hint.map(|hint| *hint) {
+        Some(hint) => {
+            if let Answer::IcmpError { kind, .. } = hint {
+                stats.count_icmp_error(kind);
+            }
+            probe.completion.settle(Ok(hint));
+        }
+        None => probe.completion.settle(Err(EchoFailure::Timeout)),
     }
 }
 
@@ -265,7 +285,7 @@ fn measure_rtt(
 ) -> (Duration, bool) {
     let monotonic = received_at.saturating_duration_since(probe.sent_at);
     if let Some(rx) = kernel_rx_ns {
-        let delta = rx - probe.sent_realtime_ns;
+        let delta = rx - i128::from(probe.sent_realtime_ns);
         // Reject a kernel RTT that disagrees with the monotonic clock (a wall-clock step).
         let upper = monotonic.as_nanos() as i128 + 1_000_000;
         if delta >= 0 && delta <= upper {

@@ -1,6 +1,7 @@
 //! The engine's vocabulary: what a caller asks for ([`EchoRequest`]), what it gets back
-//! ([`EchoResult`], [`Answer`], [`EchoFailure`]), and the hook through which a caller hears about
-//! duplicate replies to its own probes ([`ReplyObserver`]).
+//! ([`EchoResult`], [`Answer`], [`EchoFailure`]), the hook through which a caller hears about
+//! duplicate replies to its own probes ([`ReplyObserver`]), and the one through which a batch
+//! sender hears every outcome ([`AnswerSink`]).
 //!
 //! Plain types only: no I/O, no locking. Every other engine module depends on this one, and this
 //! one on none of them but the wire-level [`super::packet`] and [`super::socket::SocketKind`].
@@ -113,4 +114,13 @@ pub struct EchoResult {
 /// caller that sent the original, never to another user of the same address.
 pub trait ReplyObserver: Send + Sync {
     fn duplicate(&self);
+}
+
+/// Told the outcome of every probe sent with [`super::Pinger::send_batch`], exactly once per
+/// probe: the answer (from the receive task, as it arrives), `Timeout` (from the sender's
+/// [`super::Pinger::expire`], or a reply that came after the deadline), or why it was not sent.
+/// `send_index` is what the sender passed with the probe. Also told of duplicates, as an
+/// observer.
+pub trait AnswerSink: ReplyObserver {
+    fn settle(&self, send_index: u64, outcome: Result<Answer, EchoFailure>);
 }

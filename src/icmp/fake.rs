@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::packet::{self, Family};
 use super::socket::receive::{QueuedError, ReceiveBatch, ReceiveMeta};
 use super::socket::{self, SocketKey, SocketKind};
-use super::transport::{Endpoint, Role, Transport, Wait};
+use super::transport::{Endpoint, OutDatagram, Role, Transport, Wait};
 
 /// One packet the engine sent.
 #[derive(Debug, Clone)]
@@ -80,6 +80,8 @@ impl Transport for FakeTransport {
             key: *key,
             ident,
             sent: Mutex::new(Vec::new()),
+            send_calls: AtomicUsize::new(0),
+            refused_destination: Mutex::new(None),
             inbox: Mutex::new(VecDeque::new()),
             errors: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
@@ -96,6 +98,10 @@ pub struct FakeEndpoint {
     pub key: SocketKey,
     ident: Option<u16>,
     pub sent: Mutex<Vec<SentPacket>>,
+    /// Send system calls the engine made (one per `try_send`, one per `try_send_many`).
+    pub send_calls: AtomicUsize,
+    /// Sends to this address fail with this errno (as a route-less destination does).
+    pub refused_destination: Mutex<Option<(IpAddr, i32)>>,
     inbox: Mutex<VecDeque<(Vec<u8>, ReceiveMeta)>>,
     errors: Mutex<VecDeque<QueuedError>>,
     arrived: Notify,
@@ -194,12 +200,18 @@ fn ip_header(family: Family, source: IpAddr, destination: IpAddr, payload_len: u
     }
 }
 
-impl Endpoint for FakeEndpoint {
-    fn ident(&self) -> Option<u16> {
-        self.ident
-    }
-
-    fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()> {
+impl FakeEndpoint {
+    fn record_send(
+        &self,
+        bytes: &[u8],
+        destination: SocketAddr,
+        ttl: Option<u8>,
+    ) -> io::Result<()> {
+        if let Some((refused, errno)) = *self.refused_destination.lock().unwrap()
+            && refused == destination.ip()
+        {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let mut bytes = bytes.to_vec();
         if let Some(ident) = self.ident {
             // The kernel writes a ping socket's id into every request.
@@ -212,6 +224,28 @@ impl Endpoint for FakeEndpoint {
             at: tokio::time::Instant::now(),
         });
         Ok(())
+    }
+}
+
+impl Endpoint for FakeEndpoint {
+    fn ident(&self) -> Option<u16> {
+        self.ident
+    }
+
+    fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()> {
+        self.send_calls.fetch_add(1, Ordering::Relaxed);
+        self.record_send(bytes, destination, ttl)
+    }
+
+    fn try_send_many(&self, datagrams: &[OutDatagram<'_>]) -> io::Result<usize> {
+        self.send_calls.fetch_add(1, Ordering::Relaxed);
+        for (index, datagram) in datagrams.iter().enumerate() {
+            if let Err(error) = self.record_send(datagram.bytes, datagram.destination, datagram.ttl)
+            {
+                return if index == 0 { Err(error) } else { Ok(index) };
+            }
+        }
+        Ok(datagrams.len())
     }
 
     fn writable(&self) -> Wait<'_> {

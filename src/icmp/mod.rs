@@ -20,7 +20,9 @@ mod system;
 mod table;
 pub mod transport;
 
-pub use echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
+pub use echo::{
+    Answer, AnswerSink, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError,
+};
 pub use packet::{Family, IcmpErrorKind};
-pub use pinger::{Pinger, check_permissions};
+pub use pinger::{BatchProbe, Pinger, Ticket, check_permissions};
 pub use socket::SocketKind;

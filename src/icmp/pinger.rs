@@ -25,7 +25,7 @@ use super::packet::{self, Family};
 use super::socket::{self, SocketKey, SocketKind};
 use super::stats::EngineStats;
 use super::system::SystemTransport;
-use super::table::{PendingProbe, ProbeKey};
+use super::table::{Completion, PendingProbe, ProbeKey};
 use super::transport::{Endpoint, Role, Transport};
 
 /// How long a failed ping-socket open is remembered before it is tried again.
@@ -100,6 +100,9 @@ struct PingerInner {
     sequence_keys: std::collections::hash_map::RandomState,
     epoch: tokio::time::Instant,
     sweeper_started: std::sync::Once,
+    /// Moving average of the time one datagram of a batch takes in `sendmmsg`, in ns: the
+    /// n-th datagram of a batch is stamped as sent n times this after the call starts.
+    batch_ns_per_datagram: AtomicU64,
 }
 
 impl Default for Pinger {
@@ -126,6 +129,7 @@ impl Pinger {
                 sequence_keys: std::collections::hash_map::RandomState::new(),
                 epoch: tokio::time::Instant::now(),
                 sweeper_started: std::sync::Once::new(),
+                batch_ns_per_datagram: AtomicU64::new(1_000),
             }),
         }
     }
@@ -187,10 +191,13 @@ impl Pinger {
                         PendingProbe {
                             nonce,
                             payload_size: request.payload_size,
-                            sent_realtime_ns: socket::realtime_ns(),
+                            sent_realtime_ns: socket::realtime_ns() as i64,
                             sent_at,
-                            answer: answer_tx,
-                            observer,
+                            completion: Completion::Waiter {
+                                answer: answer_tx,
+                                observer,
+                            },
+                            expires_at: None,
                             hint: None,
                         },
                     );
@@ -504,6 +511,10 @@ async fn sweep_loop(engine: Weak<PingerInner>) {
         Pinger { inner }.close_idle();
     }
 }
+
+#[path = "batch.rs"]
+mod batch;
+pub use batch::{BatchProbe, Ticket};
 
 #[cfg(test)]
 #[path = "pinger_tests.rs"]

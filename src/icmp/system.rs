@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::socket::receive::{self, QueuedError, ReceiveBatch};
 use super::socket::{self, Role, SocketKey, SocketKind};
-use super::transport::{Endpoint, Transport, Wait};
+use super::transport::{Endpoint, OutDatagram, Transport, Wait};
 
 /// Opens real sockets (raw or ping) on the current Tokio runtime.
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,6 +43,10 @@ impl Endpoint for SystemEndpoint {
 
     fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()> {
         socket::send_to(self.fd.get_ref(), bytes, destination, ttl).map(|_| ())
+    }
+
+    fn try_send_many(&self, datagrams: &[OutDatagram<'_>]) -> io::Result<usize> {
+        socket::send_many::send_many(self.fd.get_ref(), datagrams)
     }
 
     fn writable(&self) -> Wait<'_> {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::echo::{Answer, ReplyObserver};
+use super::echo::{Answer, AnswerSink, EchoFailure, ReplyObserver};
 use super::packet;
 use super::stats::RejectReason;
 
@@ -29,17 +29,59 @@ pub struct ProbeKey {
     pub seq: u16,
 }
 
-/// A probe waiting for its answer.
+/// Where a probe's outcome goes.
+pub enum Completion {
+    /// A caller awaiting [`super::Pinger::echo`], which runs its own timer.
+    Waiter {
+        answer: oneshot::Sender<Answer>,
+        /// Told about duplicate replies to this probe.
+        observer: Option<Arc<dyn ReplyObserver>>,
+    },
+    /// A probe of [`super::Pinger::send_batch`]: its sink is told by the receiver, or by the
+    /// sender's [`super::Pinger::expire`] once its deadline passed.
+    Sink {
+        sink: Arc<dyn AnswerSink>,
+        send_index: u64,
+    },
+}
+
+impl Completion {
+    /// Who is told about duplicates of this probe (a sink always is).
+    fn observer(&self) -> Option<Arc<dyn ReplyObserver>> {
+        match self {
+            Completion::Waiter { observer, .. } => observer.clone(),
+            Completion::Sink { sink, .. } => Some(Arc::clone(sink) as Arc<dyn ReplyObserver>),
+        }
+    }
+
+    /// Hands the outcome over (a waiter that gave up meanwhile just drops it).
+    pub fn settle(self, outcome: Result<Answer, EchoFailure>) {
+        match (self, outcome) {
+            (Completion::Waiter { answer: sender, .. }, Ok(answer)) => {
+                let _ = sender.send(answer);
+            }
+            // A dropped sender tells the waiter there is no answer.
+            (Completion::Waiter { .. }, Err(_)) => {}
+            (Completion::Sink { sink, send_index }, outcome) => sink.settle(send_index, outcome),
+        }
+    }
+}
+
+/// A probe waiting for its answer (about 100 bytes: one exists per probe in flight, 100 000 of
+/// them at 100 000 probes/s with a 1 s timeout).
 pub struct PendingProbe {
     pub nonce: u64,
     pub payload_size: usize,
-    pub sent_realtime_ns: i128,
+    /// CLOCK_REALTIME at the send, in ns since the Unix epoch (the clock of kernel receive
+    /// timestamps).
+    pub sent_realtime_ns: i64,
     pub sent_at: Instant,
-    pub answer: oneshot::Sender<Answer>,
-    /// Told about duplicate replies to this probe.
-    pub observer: Option<Arc<dyn ReplyObserver>>,
-    /// An ICMP error whose quote was too short to carry the nonce.
-    pub hint: Option<Answer>,
+    pub completion: Completion,
+    /// A reply received after this instant is late, even if nobody expired the probe yet
+    /// (batch probes, whose expiry runs on the sender's tick).
+    pub expires_at: Option<Instant>,
+    /// An ICMP error whose quote was too short to carry the nonce (rare, so boxed).
+    pub hint: Option<Box<Answer>>,
 }
 
 struct FinishedProbe {
@@ -48,7 +90,8 @@ struct FinishedProbe {
     observer: Option<Arc<dyn ReplyObserver>>,
 }
 
-/// How many finished probes each channel remembers (for `duplicate` and `late`).
+/// How many finished probes each channel remembers at least (for `duplicate` and `late`); with
+/// more probes in flight it remembers as many as are waiting, about one timeout's worth.
 pub const FINISHED_MEMORY: usize = 4_096;
 
 /// Why a reply was not accepted, and whom to tell about a duplicate.
@@ -56,6 +99,9 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// The observer of the already-answered probe a duplicate belongs to.
     pub observer: Option<Arc<dyn ReplyObserver>>,
+    /// A batch probe whose deadline passed before its reply came: it is finished now, as lost
+    /// (or with its hint), and the reply counts as late.
+    pub expired: Option<Box<PendingProbe>>,
 }
 
 impl Rejection {
@@ -63,6 +109,7 @@ impl Rejection {
         Rejection {
             reason,
             observer: None,
+            expired: None,
         }
     }
 }
@@ -130,18 +177,28 @@ impl ProbeTable {
         }
     }
 
-    /// Takes the probe an echo reply answers, or says why the reply is rejected.
+    /// Takes the probe an echo reply received at `received_at` answers, or says why the reply
+    /// is rejected.
     pub fn take_for_reply(
         &mut self,
         key: &ProbeKey,
         payload: &[u8],
+        received_at: Instant,
     ) -> Result<PendingProbe, Rejection> {
         match self.waiting.get(key) {
             Some(probe) if packet::payload_matches(payload, probe.payload_size, probe.nonce) => {
+                let expired = probe.expires_at.is_some_and(|at| received_at > at);
                 let probe = self
                     .remove_waiting(key)
                     .ok_or(Rejection::plain(RejectReason::UnknownProbe))?;
-                self.remember(*key, probe.nonce, true, probe.observer.clone());
+                if expired {
+                    self.remember(*key, probe.nonce, false, None);
+                    return Err(Rejection {
+                        expired: Some(Box::new(probe)),
+                        ..Rejection::plain(RejectReason::Late)
+                    });
+                }
+                self.remember(*key, probe.nonce, true, probe.completion.observer());
                 Ok(probe)
             }
             Some(_) => Err(Rejection::plain(RejectReason::PayloadMismatch)),
@@ -165,7 +222,7 @@ impl ProbeTable {
         }
         let nonce_len = packet::payload_len(probe.payload_size).min(packet::NONCE_LEN);
         if quoted_payload.len() < nonce_len {
-            probe.hint.get_or_insert(answer);
+            probe.hint.get_or_insert(Box::new(answer));
             return Err(ErrorVerdict::Hinted);
         }
         let probe = self
@@ -175,12 +232,27 @@ impl ProbeTable {
         Ok(probe)
     }
 
+    /// Sets when a registered probe was sent (a batch stamps its probes just before the
+    /// system call, after registering them all).
+    pub fn stamp_sent(&mut self, key: &ProbeKey, sent_at: Instant, sent_realtime_ns: i64) {
+        if let Some(probe) = self.waiting.get_mut(key) {
+            probe.sent_at = sent_at;
+            probe.sent_realtime_ns = sent_realtime_ns;
+        }
+    }
+
     /// Forgets a waiting probe that gave up (timeout or cancellation), remembering it as late.
     /// Returns the ICMP error hint it collected, if any.
     pub fn abandon(&mut self, key: &ProbeKey) -> Option<Answer> {
+        self.expire(key).and_then(|probe| probe.hint.map(|hint| *hint))
+    }
+
+    /// Takes a probe whose deadline passed, if it is still waiting (nobody answered it),
+    /// remembering it as late.
+    pub fn expire(&mut self, key: &ProbeKey) -> Option<PendingProbe> {
         let probe = self.remove_waiting(key)?;
         self.remember(*key, probe.nonce, false, None);
-        probe.hint
+        Some(probe)
     }
 
     fn classify_unknown(&self, key: &ProbeKey, payload: &[u8]) -> Rejection {
@@ -188,8 +260,8 @@ impl ProbeTable {
             Some(finished) if packet::payload_prefix_matches(payload, finished.nonce) => {
                 if finished.answered {
                     Rejection {
-                        reason: RejectReason::Duplicate,
                         observer: finished.observer.clone(),
+                        ..Rejection::plain(RejectReason::Duplicate)
                     }
                 } else {
                     Rejection::plain(RejectReason::Late)
@@ -207,7 +279,8 @@ impl ProbeTable {
         observer: Option<Arc<dyn ReplyObserver>>,
     ) {
         if !self.finished.contains_key(&key) {
-            if self.finished_order.len() >= FINISHED_MEMORY
+            let memory = FINISHED_MEMORY.max(self.waiting.len());
+            while self.finished_order.len() >= memory
                 && let Some(oldest) = self.finished_order.pop_front()
             {
                 self.finished.remove(&oldest);
@@ -236,8 +309,11 @@ mod tests {
             payload_size: 0,
             sent_realtime_ns: 0,
             sent_at: Instant::now(),
-            answer: tx,
-            observer: None,
+            completion: Completion::Waiter {
+                answer: tx,
+                observer: None,
+            },
+            expires_at: None,
             hint: None,
         };
         (probe, rx)
@@ -264,15 +340,19 @@ mod tests {
         table.insert(key(1), first);
         assert_eq!(
             table
-                .take_for_reply(&key(1), &payload(12))
+                .take_for_reply(&key(1), &payload(12), Instant::now())
                 .err()
                 .map(|r| r.reason),
             Some(RejectReason::PayloadMismatch)
         );
-        assert!(table.take_for_reply(&key(1), &payload(11)).is_ok());
+        assert!(
+            table
+                .take_for_reply(&key(1), &payload(11), Instant::now())
+                .is_ok()
+        );
         assert_eq!(
             table
-                .take_for_reply(&key(1), &payload(11))
+                .take_for_reply(&key(1), &payload(11), Instant::now())
                 .err()
                 .map(|r| r.reason),
             Some(RejectReason::Duplicate)
@@ -282,21 +362,21 @@ mod tests {
         table.abandon(&key(2));
         assert_eq!(
             table
-                .take_for_reply(&key(2), &payload(22))
+                .take_for_reply(&key(2), &payload(22), Instant::now())
                 .err()
                 .map(|r| r.reason),
             Some(RejectReason::Late)
         );
         assert_eq!(
             table
-                .take_for_reply(&key(3), &payload(33))
+                .take_for_reply(&key(3), &payload(33), Instant::now())
                 .err()
                 .map(|r| r.reason),
             Some(RejectReason::UnknownProbe)
         );
         assert_eq!(
             table
-                .take_for_reply(&key(2), &payload(99))
+                .take_for_reply(&key(2), &payload(99), Instant::now())
                 .err()
                 .map(|r| r.reason),
             Some(RejectReason::UnknownProbe)

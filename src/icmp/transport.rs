@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub use super::socket::Role;
 use super::socket::SocketKey;
 use super::socket::receive::{QueuedError, ReceiveBatch};
+pub use super::socket::send_many::OutDatagram;
 
 /// A boxed future borrowed from an endpoint (the traits stay object-safe).
 pub type Wait<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
@@ -31,6 +32,17 @@ pub trait Endpoint: Send + Sync + 'static {
     /// Sends one datagram with this packet's TTL / hop limit (`None`: the default). Never
     /// blocks: `WouldBlock` when the send buffer is full.
     fn try_send(&self, bytes: &[u8], destination: SocketAddr, ttl: Option<u8>) -> io::Result<()>;
+    /// Sends datagrams in order and returns how many were taken, with `sendmmsg`'s contract:
+    /// an error on the first is the error; one on a later datagram ends the batch early (the
+    /// caller sends the rest again and meets it then). Never blocks.
+    fn try_send_many(&self, datagrams: &[OutDatagram<'_>]) -> io::Result<usize> {
+        for (index, datagram) in datagrams.iter().enumerate() {
+            if let Err(error) = self.try_send(datagram.bytes, datagram.destination, datagram.ttl) {
+                return if index == 0 { Err(error) } else { Ok(index) };
+            }
+        }
+        Ok(datagrams.len())
+    }
     /// Resolves when a send may succeed again.
     fn writable(&self) -> Wait<'_>;
     /// Resolves when datagrams or error-queue entries may be waiting. Readiness is consumed by

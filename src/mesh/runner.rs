@@ -283,6 +283,7 @@ fn build_table(
             }
         }
     }
+    let shared_buckets: Arc<[f64]> = Arc::from(buckets);
     let targets: Vec<Arc<MeshTarget>> = specs
         .into_iter()
         .map(|spec| {
@@ -296,6 +297,7 @@ fn build_table(
                     stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
                     recent: Mutex::new(RecentWindow::default()),
                     next_send_index: AtomicU64::new(0),
+                    buckets: Arc::clone(&shared_buckets),
                 }),
             }
         })

@@ -1,32 +1,85 @@
 //! The mesh's sending loop: every target, every interval, evenly spread, on the shared sockets.
 //!
-//! Owns pacing and outcome accounting. Each round of `mesh.interval` is cut into one slot per
-//! (target, packet): a target's k packets sit interval/k apart, and targets fill the slots in
-//! between, so 10 000 targets never burst. Slots due within one tick (interval/100, between 1 and
-//! 10 ms) go out together, so a wakeup sends a few probes instead of one. A send more than
-//! min(10 ms, interval/10) behind its slot is still sent, and counted in
-//! `meshprobe_mesh_late_sends_total`. A new target table or config takes effect at the next slot,
-//! not the next round: the round goes on from the slot of the new table that is due now, so a
-//! removed peer is never probed again. All probes of the mesh run as futures inside this one task,
-//! so a probe costs no task spawn and no cross-thread wakeup. The slot arithmetic is the pure
-//! [`slot_due`] and [`first_slot_at`].
+//! Owns pacing and expiry. Each round of `mesh.interval` is cut into one slot per (target,
+//! packet): a target's k packets sit interval/k apart, and targets fill the slots in between, so
+//! 10 000 targets never burst. The slots due within one tick go out together as one batch
+//! ([`Pinger::send_batch`]: one `sendmmsg` per socket), never more than a tick early; the tick is
+//! what holds about [`BATCH_TARGET`] slots, between 1 and 10 ms, so a batch is the probes of one
+//! tick, never of an interval. A send more than min(10 ms, interval/10) behind its slot is still
+//! sent, and counted in `meshprobe_mesh_late_sends_total`. A new target table or config takes
+//! effect at the next slot, not the next round: the round goes on from the slot of the new table
+//! that is due now, so a removed peer is never probed again.
+//!
+//! Nothing exists per probe but its table entry in the engine and its ticket here: the engine's
+//! receive task settles a reply straight into its target ([`MeshTarget`] is the probe's
+//! [`crate::icmp::AnswerSink`]), and the tickets wait in send order in [`Deadlines`], which this
+//! loop expires on its wakeups: O(1) per probe, no timer per probe. The slot arithmetic is the
+//! pure [`slot_due`], [`first_slot_at`] and [`tick_for`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::table::{MeshShared, MeshTarget, TargetTable};
-use super::window::ProbeError;
 use crate::config::mesh::MeshConfig;
-use crate::icmp::{Answer, EchoFailure, EchoRequest, EchoResult, Pinger, ReplyObserver};
+use crate::icmp::{BatchProbe, EchoRequest, Pinger, Ticket};
 
-/// Sends due within one tick go out together: one wakeup per tick instead of one per send.
-fn tick_for(interval: Duration) -> Duration {
-    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(10))
+/// About how many slots one tick (one batch) should hold.
+pub const BATCH_TARGET: u32 = 64;
+
+/// The pacing tick for `slots` slots per `interval`: long enough to hold about
+/// [`BATCH_TARGET`] slots, between 1 ms (the timer's resolution) and 10 ms (the lateness a
+/// send may have).
+pub fn tick_for(interval: Duration, slots: usize) -> Duration {
+    let per_slot = interval / (slots.max(1) as u32);
+    per_slot
+        .saturating_mul(BATCH_TARGET)
+        .clamp(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+/// Sent probes in send order, waiting for their deadline. Every probe of a config has the same
+/// timeout, so deadlines arrive in order and the front is always the next to expire; after a
+/// config shortens the timeout, the new probes wait behind the old ones at most the difference
+/// (their replies are still judged by their own deadline, in the engine).
+#[derive(Default)]
+pub struct Deadlines {
+    queue: VecDeque<(Instant, Ticket)>,
+}
+
+impl Deadlines {
+    pub fn push(&mut self, deadline: Instant, tickets: impl IntoIterator<Item = Ticket>) {
+        self.queue
+            .extend(tickets.into_iter().map(|ticket| (deadline, ticket)));
+    }
+
+    /// When the next probe expires, if any waits.
+    pub fn next(&self) -> Option<Instant> {
+        self.queue.front().map(|(deadline, _)| *deadline)
+    }
+
+    /// Expires every probe whose deadline is at or before `now`.
+    pub fn expire_due(&mut self, pinger: &Pinger, now: Instant) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|(deadline, _)| *deadline <= now)
+        {
+            if let Some((_, ticket)) = self.queue.pop_front() {
+                pinger.expire(ticket);
+            }
+        }
+    }
+
+}
+
+/// Sleeps until `until` or the next expiry, whichever is first, and expires what is due.
+async fn sleep_expiring(deadlines: &mut Deadlines, pinger: &Pinger, until: Instant) {
+    let wake = deadlines.next().map_or(until, |next| next.min(until));
+    tokio::time::sleep_until(wake).await;
+    deadlines.expire_due(pinger, Instant::now());
 }
 
 /// When slot `slot` of a round of `slots` slots that starts at `round_start` is due.
@@ -63,61 +116,6 @@ pub fn round_containing(mut round_start: Instant, interval: Duration, now: Insta
     round_start
 }
 
-type Completion = (Arc<MeshTarget>, u64, EchoResult);
-
-async fn probe(
-    pinger: Pinger,
-    target: Arc<MeshTarget>,
-    request: EchoRequest,
-    deadline: Instant,
-    send_index: u64,
-) -> Completion {
-    let observer: Arc<dyn ReplyObserver> = target.clone();
-    let result = pinger
-        .echo_observed(&request, deadline, Some(observer))
-        .await;
-    (target, send_index, result)
-}
-
-fn account(completion: Completion, buckets: &[f64]) {
-    let (target, send_index, result) = completion;
-    let mut stats = target.stats();
-    let mut recent = target.recent();
-    match result.outcome {
-        Ok(Answer::Echo { rtt, arrival, .. }) => {
-            stats.record_sent();
-            stats.record_reply(buckets, rtt.as_secs_f64(), send_index, arrival);
-            recent.record_reply(rtt);
-        }
-        Ok(Answer::IcmpError {
-            kind, code, from, ..
-        }) => {
-            stats.record_sent();
-            stats.record_lost(Some(kind));
-            let error = ProbeError::Icmp { kind, code, from };
-            recent.record_lost(Some(error), SystemTime::now());
-        }
-        Err(EchoFailure::Timeout) => {
-            stats.record_sent();
-            stats.record_lost(None);
-            recent.record_lost(None, SystemTime::now());
-        }
-        Err(EchoFailure::Send(error)) => {
-            stats.record_send_error();
-            let errno = error.raw_os_error();
-            recent.record_not_sent(ProbeError::Send { errno }, SystemTime::now());
-        }
-        Err(EchoFailure::Socket(_)) => {
-            stats.record_send_error();
-            recent.record_not_sent(ProbeError::Socket, SystemTime::now());
-        }
-        Err(EchoFailure::Busy) => {
-            stats.record_send_error();
-            recent.record_not_sent(ProbeError::Busy, SystemTime::now());
-        }
-    }
-}
-
 /// The config and table a stretch of slots is sent from.
 struct Round {
     config: Arc<MeshConfig>,
@@ -141,22 +139,20 @@ impl Round {
 
 /// Runs forever; idles while there is no mesh config or no target.
 pub(super) async fn run(shared: Arc<MeshShared>) {
-    let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
+    let pinger = shared.pinger.clone();
+    let mut deadlines = Deadlines::default();
+    let mut tickets = Vec::new();
     let mut round_start = Instant::now();
     let mut resume_mid_round = false;
     loop {
         let config = shared.config.load_full();
         let table = shared.table.load_full();
         let (Some(config), false) = (config, table.targets.is_empty()) else {
-            // Nothing to send: finish what is in flight, then look again shortly.
-            let idle = tokio::time::sleep(Duration::from_millis(100));
-            tokio::pin!(idle);
-            loop {
-                tokio::select! {
-                    _ = &mut idle => break,
-                    _ = shared.table_changed.notified() => break,
-                    Some(done) = in_flight.next() => account(done, &table.buckets),
-                }
+            // Nothing to send: expire what is in flight, then look again shortly.
+            let idle_until = Instant::now() + Duration::from_millis(100);
+            tokio::select! {
+                _ = sleep_expiring(&mut deadlines, &pinger, idle_until) => {}
+                _ = shared.table_changed.notified() => {}
             }
             round_start = Instant::now();
             resume_mid_round = false;
@@ -166,7 +162,7 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
         let interval = round.config.interval;
         let slots = round.slots();
         let late_after = (interval / 10).min(Duration::from_millis(10));
-        let tick = tick_for(interval);
+        let tick = tick_for(interval, slots);
         let mut slot = if resume_mid_round {
             let now = Instant::now();
             round_start = round_containing(round_start, interval, now);
@@ -179,46 +175,38 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
             let due = slot_due(round_start, interval, slot, slots);
             loop {
                 let now = Instant::now();
+                deadlines.expire_due(&pinger, now);
                 if now + tick >= due {
                     break;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep_until(due) => break,
+                    _ = sleep_expiring(&mut deadlines, &pinger, due) => {}
                     // A wakeup for a table or config already in force changes nothing.
                     _ = shared.table_changed.notified() => if round.is_stale(&shared) { break },
-                    Some(done) = in_flight.next() => account(done, &round.table.buckets),
                 }
             }
             if round.is_stale(&shared) {
                 resume_mid_round = true;
                 break;
             }
-            if Instant::now().saturating_duration_since(due) > late_after {
-                shared.late_sends.fetch_add(1, Ordering::Relaxed);
+            // Every slot due within the next tick goes out in this batch.
+            let now = Instant::now();
+            let mut batch = Vec::new();
+            while slot < slots {
+                let due = slot_due(round_start, interval, slot, slots);
+                if due > now + tick {
+                    break;
+                }
+                if now.saturating_duration_since(due) > late_after {
+                    shared.late_sends.fetch_add(1, Ordering::Relaxed);
+                }
+                let target = &round.table.targets[slot % round.table.targets.len()];
+                batch.push(batch_probe(target, round.config.payload_size));
+                slot += 1;
             }
-            let target = &round.table.targets[slot % round.table.targets.len()];
-            let request = EchoRequest {
-                destination: target.spec.address,
-                scope_id: 0,
-                source: None,
-                ttl: None,
-                dont_fragment: false,
-                payload_size: round.config.payload_size,
-            };
-            let send_index = target.next_send_index.fetch_add(1, Ordering::Relaxed);
-            let deadline = Instant::now() + round.config.timeout;
-            in_flight.push(probe(
-                shared.pinger.clone(),
-                Arc::clone(target),
-                request,
-                deadline,
-                send_index,
-            ));
-            // Drain completions that are already there without waiting.
-            while let Some(Some(done)) = futures_util::FutureExt::now_or_never(in_flight.next()) {
-                account(done, &round.table.buckets);
-            }
-            slot += 1;
+            let deadline = now + round.config.timeout;
+            pinger.send_batch(batch, deadline, &mut tickets).await;
+            deadlines.push(deadline, tickets.drain(..));
         }
         if resume_mid_round {
             continue;
@@ -234,6 +222,21 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
                 .fetch_add((behind.floor() as u64) * slots as u64, Ordering::Relaxed);
             round_start = now;
         }
+    }
+}
+
+fn batch_probe(target: &Arc<MeshTarget>, payload_size: usize) -> BatchProbe {
+    BatchProbe {
+        request: EchoRequest {
+            destination: target.spec.address,
+            scope_id: 0,
+            source: None,
+            ttl: None,
+            dont_fragment: false,
+            payload_size,
+        },
+        sink: Arc::clone(target) as Arc<dyn crate::icmp::AnswerSink>,
+        send_index: target.next_send_index.fetch_add(1, Ordering::Relaxed),
     }
 }
 

@@ -76,6 +76,7 @@ fn table(addresses: &[&str]) -> TargetTable {
                 stats: Mutex::new(TargetStats::new(1)),
                 recent: Mutex::new(RecentWindow::default()),
                 next_send_index: AtomicU64::new(0),
+                buckets: Arc::from(vec![0.1]),
             })
         })
         .collect();
@@ -180,5 +181,102 @@ async fn a_removed_peer_is_not_probed_for_the_rest_of_the_round() {
         destinations,
         [a, b],
         "b joins at its slot (30 s), not a round later"
+    );
+}
+
+#[test]
+fn a_tick_holds_about_a_batch_of_slots_between_1_and_10_ms() {
+    let second = Duration::from_secs(1);
+    assert_eq!(tick_for(second, 10), Duration::from_millis(10));
+    assert_eq!(tick_for(second, 10_000), Duration::from_micros(6_400));
+    assert_eq!(tick_for(second, 100_000), Duration::from_millis(1));
+    assert_eq!(tick_for(second, 0), Duration::from_millis(10));
+}
+
+fn v4_ping_endpoint(transport: &FakeTransport) -> Option<Arc<crate::icmp::fake::FakeEndpoint>> {
+    transport.try_endpoint(&SocketKey {
+        family: Family::V4,
+        kind: SocketKind::Dgram,
+        source: None,
+        dont_fragment: false,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probes_of_one_tick_go_out_in_one_system_call() {
+    let transport = FakeTransport::new();
+    let shared = Arc::new(MeshShared::new(
+        Pinger::with_transport(transport.clone()),
+        Some(mesh_config("1s")),
+    ));
+    let addresses: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 250, 1 + i % 250))
+        .collect();
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    shared.store_table(table(&addresses));
+    let start = Instant::now();
+    let scheduler = tokio::spawn(run(Arc::clone(&shared)));
+    tokio::time::sleep_until(start + Duration::from_millis(995)).await;
+    scheduler.abort();
+    let endpoint = v4_ping_endpoint(&transport).expect("ping socket opened");
+    let calls = endpoint.send_calls.load(Ordering::Relaxed);
+    // A batch goes out up to a tick (10 ms) early: the next round's first slots may be in.
+    let sent = endpoint.sent().len();
+    assert!((1000..=1011).contains(&sent), "{sent} sent");
+    // 1000 slots per second, a 10 ms tick: the slots due from a wakeup to a tick later (10 or
+    // 11 of them) share a batch, so about 91 calls, not 1000.
+    assert!((85..=105).contains(&calls), "{calls} send calls");
+    assert_eq!(shared.late_sends.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_probe_ends_as_received_or_lost_and_counts_stay_exact() {
+    let transport = FakeTransport::new();
+    let shared = Arc::new(MeshShared::new(
+        Pinger::with_transport(transport.clone()),
+        Some(mesh_config("100ms")),
+    ));
+    let addresses: Vec<String> = (1..=20).map(|i| format!("198.18.0.{i}")).collect();
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    shared.store_table(table(&addresses));
+    let start = Instant::now();
+    let scheduler = tokio::spawn(run(Arc::clone(&shared)));
+    // The "network": answers every probe to an even address 2 ms after it was sent.
+    let mut answered = 0;
+    while Instant::now() < start + Duration::from_millis(2_500) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let Some(endpoint) = v4_ping_endpoint(&transport) else {
+            continue;
+        };
+        let sent = endpoint.sent();
+        for packet in &sent[answered..] {
+            if let IpAddr::V4(v4) = packet.destination
+                && v4.octets()[3] % 2 == 0
+            {
+                endpoint.deliver(endpoint.reply_to(packet, None), packet.destination);
+            }
+        }
+        answered = sent.len();
+    }
+    // Stop sending, then let every deadline (timeout 1 s) pass.
+    let probed = shared.table.load_full();
+    shared.store_table(TargetTable::default());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    scheduler.abort();
+    let mut total_sent = 0;
+    for target in &probed.targets {
+        let address = target.spec.address.to_string();
+        let stats = target.stats().clone();
+        assert_eq!(stats.sent, stats.received + stats.lost, "{address}");
+        let even = address.ends_with(['0', '2', '4', '6', '8']);
+        assert_eq!(stats.lost == 0, even, "{address}: {stats:?}");
+        assert_eq!(stats.received == 0, !even, "{address}: {stats:?}");
+        total_sent += stats.sent;
+    }
+    let endpoint = v4_ping_endpoint(&transport).expect("ping socket opened");
+    assert_eq!(
+        total_sent,
+        endpoint.sent().len() as u64,
+        "every probe settled"
     );
 }

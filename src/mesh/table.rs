@@ -2,13 +2,15 @@
 //! counters and recent window), the [`TargetTable`] in force, and [`MeshShared`], the state the
 //! refresher, the scheduler and the renderers hold in common.
 //!
-//! Owns no behaviour beyond locking and attributing duplicates: the refresher (`runner.rs`)
-//! builds tables, the scheduler sends, `view.rs` and `stats.rs` read.
+//! Owns how a probe's outcome lands in its target (a target is the engine's [`AnswerSink`] for
+//! its probes, so the receive task accounts a reply directly) and nothing else: the refresher
+//! (`runner.rs`) builds tables, the scheduler sends, `view.rs` and `stats.rs` read.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
@@ -16,9 +18,10 @@ use tokio::sync::Notify;
 use super::plan::Unplaced;
 use super::stats::TargetStats;
 use super::targets::TargetSpec;
+use super::window::ProbeError;
 use super::window::RecentWindow;
 use crate::config::mesh::MeshConfig;
-use crate::icmp::{Pinger, ReplyObserver};
+use crate::icmp::{Answer, AnswerSink, EchoFailure, Pinger, ReplyObserver};
 
 /// One live target.
 pub struct MeshTarget {
@@ -33,6 +36,8 @@ pub struct MeshTarget {
     pub recent: Mutex<RecentWindow>,
     /// Send counter, for reordering detection.
     pub next_send_index: AtomicU64,
+    /// The classic histogram's upper bounds (the table's, shared).
+    pub buckets: Arc<[f64]>,
 }
 
 impl MeshTarget {
@@ -50,6 +55,48 @@ impl MeshTarget {
 impl ReplyObserver for MeshTarget {
     fn duplicate(&self) {
         self.stats().record_duplicate();
+    }
+}
+
+/// A probe counts as sent when its outcome is known, so sent = received + lost holds at every
+/// scrape; a probe that never left counts as a send error instead.
+impl AnswerSink for MeshTarget {
+    fn settle(&self, send_index: u64, outcome: Result<Answer, EchoFailure>) {
+        let mut stats = self.stats();
+        let mut recent = self.recent();
+        match outcome {
+            Ok(Answer::Echo { rtt, arrival, .. }) => {
+                stats.record_sent();
+                stats.record_reply(&self.buckets, rtt.as_secs_f64(), send_index, arrival);
+                recent.record_reply(rtt);
+            }
+            Ok(Answer::IcmpError {
+                kind, code, from, ..
+            }) => {
+                stats.record_sent();
+                stats.record_lost(Some(kind));
+                let error = ProbeError::Icmp { kind, code, from };
+                recent.record_lost(Some(error), SystemTime::now());
+            }
+            Err(EchoFailure::Timeout) => {
+                stats.record_sent();
+                stats.record_lost(None);
+                recent.record_lost(None, SystemTime::now());
+            }
+            Err(EchoFailure::Send(error)) => {
+                stats.record_send_error();
+                let errno = error.raw_os_error();
+                recent.record_not_sent(ProbeError::Send { errno }, SystemTime::now());
+            }
+            Err(EchoFailure::Socket(_)) => {
+                stats.record_send_error();
+                recent.record_not_sent(ProbeError::Socket, SystemTime::now());
+            }
+            Err(EchoFailure::Busy) => {
+                stats.record_send_error();
+                recent.record_not_sent(ProbeError::Busy, SystemTime::now());
+            }
+        }
     }
 }
 

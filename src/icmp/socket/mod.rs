@@ -1,5 +1,5 @@
-//! ICMP socket creation, options, sending with a per-packet hop limit, and (in [`receive`])
-//! batched receive with control messages. `super::system` wraps it all as the engine's
+//! ICMP socket creation, options, sending with a per-packet hop limit (one datagram here, many
+//! per system call in [`send_many`]), and (in [`receive`]) batched receive with control messages. `super::system` wraps it all as the engine's
 //! production transport.
 //!
 //! This module owns every system call on an ICMP socket and is the only place in the engine
@@ -8,6 +8,7 @@
 #![allow(unsafe_code)]
 
 pub mod receive;
+pub mod send_many;
 
 use std::io;
 use std::mem::size_of;
