@@ -2,8 +2,9 @@
 //!
 //! Owns pacing and expiry. Each round of `mesh.interval` is cut into one slot per (target,
 //! packet): a target's k packets sit interval/k apart, and targets fill the slots in between, so
-//! 10 000 targets never burst. The slots due within one tick go out together as one batch
-//! ([`Pinger::send_batch`]: one `sendmmsg` per socket), never more than a tick early; the tick is
+//! 10 000 targets never burst. At a slot's due time, it and the slots due within one tick after
+//! it go out together as one batch ([`Pinger::send_batch`]: one `sendmmsg` per socket), never
+//! more than a tick early; the tick is
 //! what holds about [`BATCH_TARGET`] slots, between 1 and 10 ms, so a batch is the probes of one
 //! tick, never of an interval. A send more than min(10 ms, interval/10) behind its slot is still
 //! sent, and counted in `meshprobe_mesh_late_sends_total`. A new target table or config takes
@@ -29,6 +30,8 @@ use crate::icmp::{BatchProbe, EchoRequest, Pinger, Ticket};
 
 /// About how many slots one tick (one batch) should hold.
 pub const BATCH_TARGET: u32 = 64;
+/// How often expiries run while there is nothing to send.
+const IDLE_TICK: Duration = Duration::from_millis(10);
 
 /// The pacing tick for `slots` slots per `interval`: long enough to hold about
 /// [`BATCH_TARGET`] slots, between 1 ms (the timer's resolution) and 10 ms (the lateness a
@@ -72,12 +75,22 @@ impl Deadlines {
             }
         }
     }
-
 }
 
-/// Sleeps until `until` or the next expiry, whichever is first, and expires what is due.
-async fn sleep_expiring(deadlines: &mut Deadlines, pinger: &Pinger, until: Instant) {
-    let wake = deadlines.next().map_or(until, |next| next.min(until));
+/// Sleeps until `until`, or earlier for an expiry, but never wakes for one less than `tick`
+/// from now (expiries ride along with the sends, so the sends stay whole batches), and expires
+/// what is due. An expiry can be up to a tick late; that only delays when a loss is counted,
+/// never what is counted (a reply after the deadline is late in the engine regardless).
+async fn sleep_expiring(
+    deadlines: &mut Deadlines,
+    pinger: &Pinger,
+    until: Instant,
+    tick: Duration,
+) {
+    let earliest_expiry_wake = Instant::now() + tick;
+    let wake = deadlines
+        .next()
+        .map_or(until, |next| next.max(earliest_expiry_wake).min(until));
     tokio::time::sleep_until(wake).await;
     deadlines.expire_due(pinger, Instant::now());
 }
@@ -151,7 +164,7 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
             // Nothing to send: expire what is in flight, then look again shortly.
             let idle_until = Instant::now() + Duration::from_millis(100);
             tokio::select! {
-                _ = sleep_expiring(&mut deadlines, &pinger, idle_until) => {}
+                _ = sleep_expiring(&mut deadlines, &pinger, idle_until, IDLE_TICK) => {}
                 _ = shared.table_changed.notified() => {}
             }
             round_start = Instant::now();
@@ -176,11 +189,11 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
             loop {
                 let now = Instant::now();
                 deadlines.expire_due(&pinger, now);
-                if now + tick >= due {
+                if now >= due {
                     break;
                 }
                 tokio::select! {
-                    _ = sleep_expiring(&mut deadlines, &pinger, due) => {}
+                    _ = sleep_expiring(&mut deadlines, &pinger, due, tick) => {}
                     // A wakeup for a table or config already in force changes nothing.
                     _ = shared.table_changed.notified() => if round.is_stale(&shared) { break },
                 }
