@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::{TraceOptions, render, trace};
-use crate::icmp::{Family, Pinger, check_permissions};
-use crate::resolve;
+use crate::icmp::Pinger;
+use crate::ping_cli::resolve_for_command;
 
 /// Options of the `trace` subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -87,26 +87,13 @@ pub async fn run(args: TraceArgs) -> i32 {
             return 2;
         }
     };
-    let (preferred, fallback) = match (args.ipv4, args.ipv6) {
-        (true, _) => (Family::V4, false),
-        (_, true) => (Family::V6, false),
-        _ => (Family::V4, true),
-    };
-    if let Err(message) = resolve::check_target_syntax(&args.host) {
-        eprintln!("meshprobe trace: {message}");
-        return 2;
-    }
-    let target = match resolve::resolve(&args.host, preferred, fallback).await {
+    let target = match resolve_for_command("trace", &args.host, args.ipv4, args.ipv6).await {
         Ok(target) => target,
-        Err(error) => {
-            eprintln!("meshprobe trace: {error}");
+        Err(message) => {
+            eprintln!("{message}");
             return 2;
         }
     };
-    if let Err(error) = check_permissions(Family::of(&target.address)) {
-        eprintln!("meshprobe trace: {error}");
-        return 2;
-    }
     let pinger = Pinger::new();
     let traced = trace(&pinger, target.address, target.scope_id, &options).await;
     let printed = if args.json {
