@@ -20,13 +20,15 @@
 //! | [`mesh`] | mesh mode: plan, discovery, peer sources, scheduler, per-target stats, the recent window, the `/mesh` page, and what `--config.check` can check offline (`mesh::check`) |
 //! | [`logging`] | logfmt/json logging setup |
 //! | [`ping_cli`] | `meshprobe ping` |
+//! | [`trace`] | path tracing: Paris-flow probes with TTL 1..max, per-hop aggregation and mtr's loss rule, `meshprobe trace` (`trace::cli`); the mesh's automatic tracer is `mesh::trace_auto` |
 //! | [`privileges`] | `--run-as`: dropping root with all of the user's groups, keeping only CAP_NET_RAW (bounding set included) when needed |
 //! | [`sd_notify`] | systemd `Type=notify`: READY, RELOADING, STATUS, STOPPING and the watchdog |
 //! | [`sys`] | the process's own C-library calls: open-file limit, malloc arenas and trimming, `sysconf`, interface indexes |
 //! | [`web`] | `--web.config.file`: TLS (rustls), basic auth, `rate_limit` and extra headers, reloadable; binding, accepting and connection limits and timeouts; `--web.route-prefix` and `--web.external-url` (`web::prefix`) |
 //!
 //! Dependencies run one way: [`http`] and [`self_metrics`] → [`app`] → [`probe`], [`mesh`],
-//! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]. The v4/v6
+//! [`web`]; [`probe`], [`mesh`] and [`charm`] → [`config`] → [`resolve`] → [`icmp`]; [`mesh`] →
+//! [`trace`] → [`icmp`]. The v4/v6
 //! vocabulary is [`icmp::Family`] everywhere, and network selectors are
 //! [`config::network::NetworkSelector`].
 //!
@@ -67,4 +69,5 @@ pub mod resolve;
 pub mod sd_notify;
 pub mod self_metrics;
 pub mod sys;
+pub mod trace;
 pub mod web;

@@ -1,5 +1,5 @@
-//! The `meshprobe` binary: flags, runtime setup, and dispatch to `serve` (default), `ping` or
-//! `check-config`. All behaviour lives in the library; see its `# Layout` section.
+//! The `meshprobe` binary: flags, runtime setup, and dispatch to `serve` (default), `ping`,
+//! `trace` or `check-config`. All behaviour lives in the library; see its `# Layout` section.
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -23,6 +23,7 @@ use meshprobe::privileges;
 use meshprobe::probe::ProbeOptions;
 use meshprobe::sd_notify::{self, Notifier};
 use meshprobe::sys;
+use meshprobe::trace::cli::{self as trace_cli, TraceArgs};
 use meshprobe::web::prefix::RoutePrefix;
 use meshprobe::web::{WebConfig, WebStore, limits, listener};
 use tokio::net::TcpListener;
@@ -157,6 +158,8 @@ enum Command {
     Serve,
     /// Ping a host with the exporter's engine.
     Ping(PingArgs),
+    /// Trace the path to a host (mtr-style, Paris flow) with the exporter's engine.
+    Trace(TraceArgs),
     /// Validate the configuration file and exit.
     CheckConfig(CheckConfigArgs),
     /// List this machine's networks as mesh mode sees them.
@@ -195,6 +198,13 @@ fn main() -> ExitCode {
         Some(Command::Ping(ref args)) => match build_runtime(cli.worker_threads) {
             Ok(runtime) => {
                 let code = runtime.block_on(ping_cli::run(args.clone()));
+                ExitCode::from(u8::try_from(code).unwrap_or(2))
+            }
+            Err(code) => code,
+        },
+        Some(Command::Trace(ref args)) => match build_runtime(cli.worker_threads) {
+            Ok(runtime) => {
+                let code = runtime.block_on(trace_cli::run(args.clone()));
                 ExitCode::from(u8::try_from(code).unwrap_or(2))
             }
             Err(code) => code,

@@ -42,6 +42,28 @@ pub struct PingArgs {
     pub ipv6: bool,
 }
 
+/// Resolves a command's host as `ping` and `trace` do (`-4`/`-6`, else IPv4 with fallback)
+/// and checks that an ICMP socket can be opened for it; the error is the line to print.
+pub async fn resolve_for_command(
+    command: &str,
+    host: &str,
+    ipv4: bool,
+    ipv6: bool,
+) -> Result<resolve::ResolvedTarget, String> {
+    let (preferred, fallback) = match (ipv4, ipv6) {
+        (true, _) => (Family::V4, false),
+        (_, true) => (Family::V6, false),
+        _ => (Family::V4, true),
+    };
+    let fail = |message: String| format!("meshprobe {command}: {message}");
+    resolve::check_target_syntax(host).map_err(fail)?;
+    let target = resolve::resolve(host, preferred, fallback)
+        .await
+        .map_err(|error| fail(error.to_string()))?;
+    check_permissions(Family::of(&target.address)).map_err(|error| fail(error.to_string()))?;
+    Ok(target)
+}
+
 #[derive(Default)]
 struct Summary {
     transmitted: u64,
@@ -67,27 +89,13 @@ pub async fn run(args: PingArgs) -> i32 {
         );
         return 2;
     }
-    let (preferred, fallback) = match (args.ipv4, args.ipv6) {
-        (true, _) => (Family::V4, false),
-        (_, true) => (Family::V6, false),
-        _ => (Family::V4, true),
-    };
-    if let Err(message) = resolve::check_target_syntax(&args.host) {
-        eprintln!("meshprobe ping: {message}");
-        return 2;
-    }
-    let target = match resolve::resolve(&args.host, preferred, fallback).await {
+    let target = match resolve_for_command("ping", &args.host, args.ipv4, args.ipv6).await {
         Ok(target) => target,
-        Err(error) => {
-            eprintln!("meshprobe ping: {error}");
+        Err(message) => {
+            eprintln!("{message}");
             return 2;
         }
     };
-    let family = Family::of(&target.address);
-    if let Err(error) = check_permissions(family) {
-        eprintln!("meshprobe ping: {error}");
-        return 2;
-    }
     let pinger = Pinger::new();
     let request = EchoRequest {
         destination: target.address,

@@ -3,7 +3,8 @@
 //!
 //! Owns the fixed key names tools rely on (`mesh.interval`, `mesh.networks`, `mesh.peers.files`,
 //! `mesh.peers.static`, `mesh.peers.dns`, and the fleet keys `mesh.strategy`, `mesh.group_by`,
-//! `mesh.paths_between_groups`, `mesh.rotate_every`, `mesh.inter_group_series`), defaults, and
+//! `mesh.paths_between_groups`, `mesh.rotate_every`, `mesh.inter_group_series`; `mesh.trace` is
+//! `mesh_trace.rs`), defaults, and
 //! validation with errors naming the field.
 //! Reading peer files and DNS happens in `crate::mesh::peers`, not here.
 
@@ -16,6 +17,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::duration::{format_go_duration, parse_go_duration};
+use super::mesh_trace::{RawTrace, TraceConfig, TraceView};
 use super::network::NetworkSelector;
 use crate::icmp::packet::MAX_PAYLOAD_SIZE;
 
@@ -23,9 +25,9 @@ use crate::icmp::packet::MAX_PAYLOAD_SIZE;
 pub const RESERVED_LABELS: [&str; 4] = ["peer", "network", "address", "ip_protocol"];
 /// Label names no peer entry or `mesh.labels` may use: the histogram's `le`, `quantile` (which
 /// Prometheus gives a meaning), `meshprobe_mesh_errors_total`'s `type`, and the two labels
-/// meshprobe computes per target. Any of them would repeat a label on some series, and
+/// meshprobe computes per target, and `meshprobe_mesh_path_info`'s `path`. Any of them would repeat a label on some series, and
 /// Prometheus then rejects the whole scrape.
-pub const SERIES_LABELS: [&str; 5] = ["le", "quantile", "type", "address", "ip_protocol"];
+pub const SERIES_LABELS: [&str; 6] = ["le", "quantile", "type", "address", "ip_protocol", "path"];
 
 /// Default `mesh.peers.max_file_bytes`: larger peer files are refused unread.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 8 << 20;
@@ -160,6 +162,8 @@ pub struct MeshConfig {
     pub fleet: Fleet,
     /// The `/mesh` page's heading (`mesh.title`); the host name when absent.
     pub title: Option<String>,
+    /// `mesh.trace`: automatic path tracing.
+    pub trace: TraceConfig,
 }
 
 /// Default histogram buckets: 25 µs doubling 20 times (25 µs … 13.1 s), so that data-centre
@@ -189,6 +193,8 @@ pub(super) struct RawMesh {
     rotate_every: Option<String>,
     inter_group_series: Option<InterGroupSeries>,
     title: Option<String>,
+    #[serde(default)]
+    trace: RawTrace,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +427,7 @@ impl RawMesh {
             },
             refresh_interval,
             title,
+            trace: self.trace.validate()?,
         })
     }
 }
@@ -498,6 +505,7 @@ pub(super) struct MeshView<'a> {
     inter_group_series: InterGroupSeries,
     #[serde(skip_serializing_if = "Option::is_none")]
     title: Option<&'a str>,
+    trace: TraceView,
 }
 
 impl MeshConfig {
@@ -519,6 +527,7 @@ impl MeshConfig {
             rotate_every: self.fleet.rotate_every.map(format_go_duration),
             inter_group_series: self.fleet.inter_group_series,
             title: self.title.as_deref(),
+            trace: self.trace.view(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod burst;
 mod diagnostics;
 pub mod duration;
 pub mod mesh;
+pub mod mesh_trace;
 pub mod network;
 pub mod store;
 

@@ -104,7 +104,8 @@ impl Pinger {
             let provisional = Instant::now();
             for probe in probes {
                 let request = &probe.request;
-                let free = self.free_key(sender, request.destination, |k| table.is_waiting(k));
+                let free =
+                    self.free_key(sender, request.destination, None, |k| table.is_waiting(k));
                 let Some(key) = free else {
                     busy.push(probe);
                     continue;

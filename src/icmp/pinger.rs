@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use super::channel::{Channel, EngineCore};
 use super::demux;
 use super::echo::{Answer, EchoFailure, EchoRequest, EchoResult, ReplyObserver, SocketOpenError};
+use super::flow::{self, EchoFlow};
 use super::packet::{self, Family};
 use super::socket::{self, SocketKey, SocketKind};
 use super::stats::EngineStats;
@@ -150,6 +151,30 @@ impl Pinger {
         deadline: tokio::time::Instant,
         observer: Option<Arc<dyn ReplyObserver>>,
     ) -> EchoResult {
+        self.echo_with(request, deadline, observer, None).await
+    }
+
+    /// [`Pinger::echo`] in a Paris-traceroute flow: the echo id (on raw sockets) and the ICMP
+    /// checksum are `flow`'s whatever the sequence number, the payload's nonce compensating
+    /// (`icmp/flow.rs`). Needs a payload of at least 8 bytes ([`flow::payload_fits_flow`]);
+    /// with a shorter one the probe goes out outside the flow.
+    pub async fn echo_in_flow(
+        &self,
+        request: &EchoRequest,
+        deadline: tokio::time::Instant,
+        flow: EchoFlow,
+    ) -> EchoResult {
+        let flow = Some(flow).filter(|_| flow::payload_fits_flow(request.payload_size));
+        self.echo_with(request, deadline, None, flow).await
+    }
+
+    async fn echo_with(
+        &self,
+        request: &EchoRequest,
+        deadline: tokio::time::Instant,
+        observer: Option<Arc<dyn ReplyObserver>>,
+        flow: Option<EchoFlow>,
+    ) -> EchoResult {
         let setup_start = Instant::now();
         let failed = |socket_kind, outcome| EchoResult {
             socket_kind,
@@ -165,7 +190,6 @@ impl Pinger {
         };
         let channel = &sender.channel;
         let family = sender.key.family;
-        let nonce = fastrand::u64(..);
         let (answer_tx, answer_rx) = oneshot::channel();
 
         // Pick an (id, seq) no other waiting probe to this address uses, register the probe, and
@@ -173,9 +197,23 @@ impl Pinger {
         let mut packet_bytes = Vec::with_capacity(packet::ECHO_HEADER_LEN + 64);
         let registered = {
             let mut probes = channel.probes();
-            match self.free_key(&sender, request.destination, |key| probes.is_waiting(key)) {
+            let flow_id = flow.map(|flow| flow.id);
+            match self.free_key(&sender, request.destination, flow_id, |key| {
+                probes.is_waiting(key)
+            }) {
                 None => None,
                 Some(key) => {
+                    let nonce = match flow {
+                        None => fastrand::u64(..),
+                        Some(flow) => flow::flow_nonce(
+                            family,
+                            key.id,
+                            key.seq,
+                            request.payload_size,
+                            fastrand::u64(..),
+                            flow.checksum,
+                        ),
+                    };
                     packet::encode_echo_request(
                         &mut packet_bytes,
                         family,
@@ -258,20 +296,24 @@ impl Pinger {
 
     /// An (id, seq) for a probe to `destination` that `is_waiting` says is free, or `None` after
     /// [`SEQUENCE_ATTEMPTS`] tries. The sequence number is the process-wide counter plus a
-    /// secret per-destination offset; raw sockets also draw a random id per try.
+    /// secret per-destination offset; raw sockets also draw a random id per try, or keep
+    /// `raw_id` (a flow's) unless one of the process's ping sockets owns it.
     fn free_key(
         &self,
         sender: &SendSocket,
         destination: IpAddr,
+        raw_id: Option<u16>,
         is_waiting: impl Fn(&ProbeKey) -> bool,
     ) -> Option<ProbeKey> {
         let offset = self.inner.sequence_keys.hash_one(destination) as u16;
         let ping_ident = sender.channel.endpoint.ident();
+        let family = sender.key.family;
+        let raw_id = raw_id.filter(|id| !self.inner.core.is_ping_ident(family, *id));
         for _ in 0..SEQUENCE_ATTEMPTS {
             let counter = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
             let key = ProbeKey {
                 address: destination,
-                id: ping_ident.unwrap_or_else(|| self.raw_id(sender.key.family)),
+                id: ping_ident.or(raw_id).unwrap_or_else(|| self.raw_id(family)),
                 seq: counter.wrapping_add(1).wrapping_add(offset),
             };
             if !is_waiting(&key) {

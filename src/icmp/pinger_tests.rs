@@ -359,7 +359,7 @@ fn the_free_sequence_search_is_bounded() {
     let _entered = runtime.enter();
     let sender = pinger.socket_for(&request("198.18.0.1")).expect("socket");
     let tries = AtomicUsize::new(0);
-    let found = pinger.free_key(&sender, ip("198.18.0.1"), |_| {
+    let found = pinger.free_key(&sender, ip("198.18.0.1"), None, |_| {
         tries.fetch_add(1, Ordering::Relaxed);
         true
     });

@@ -1,5 +1,6 @@
 //! Mesh mode: continuous probing of peers. [`plan`] decides who pings whom (pure); [`peers`]
-//! reads the peer sources (files through `peer_file.rs`, read defensively).
+//! reads the peer sources (files through `peer_file.rs`, read defensively); [`trace_auto`]
+//! traces the path to targets that turn lossy or dead, [`trace_export`] exports the paths.
 pub mod check;
 pub mod discovery;
 pub mod fleet;
@@ -16,5 +17,7 @@ pub mod stats_proto;
 pub mod table;
 pub mod targets;
 pub mod tiered;
+pub mod trace_auto;
+pub mod trace_export;
 pub mod view;
 pub mod window;

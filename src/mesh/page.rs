@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::palette::{STYLE, cell_style, legend};
+use super::trace_export;
 use super::view::{MeshView, State, TargetView};
 use super::window::WINDOW_PROBES;
 
@@ -101,7 +102,17 @@ fn details(target: &TargetView, view: &MeshView) -> String {
         format_loss(target),
         format_last_error(target, view),
     );
+    if let Some(path) = &target.path {
+        let _ = write!(text, "\n{}", trace_export::hover(path, view.generated_at));
+    }
     text
+}
+
+/// What the last trace says about a problem target: "; loss starts at hop N (router)".
+fn trace_verdict(target: &TargetView) -> String {
+    target.path.as_ref().map_or_else(String::new, |path| {
+        format!("; {}", trace_export::verdict(path))
+    })
 }
 
 /// Renders the page. `group` names a label whose values group the rows (e.g. `rack`).
@@ -216,7 +227,7 @@ fn problems(out: &mut String, view: &MeshView) {
     for target in problems.iter().take(PROBLEMS_LISTED) {
         let _ = write!(
             out,
-            "<li data-state=\"{}\"><span class=\"swatch\" style=\"{}\"></span> {} ({}) on {}: {}, p50 {}, loss {}</li>",
+            "<li data-state=\"{}\"><span class=\"swatch\" style=\"{}\"></span> {} ({}) on {}: {}, p50 {}, loss {}<span class=\"trace\">{}</span></li>",
             target.state.as_str(),
             cell_style(target),
             html_escape(&target.peer),
@@ -225,6 +236,7 @@ fn problems(out: &mut String, view: &MeshView) {
             target.state.as_str(),
             format_optional_rtt(target.summary.rtt_p50_seconds),
             format_loss(target),
+            html_escape(&trace_verdict(target)),
         );
     }
     if problems.len() > PROBLEMS_LISTED {

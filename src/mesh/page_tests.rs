@@ -30,6 +30,7 @@ fn target(peer: &str, network: &str, rtt_ms: f64, lost: usize, replies: usize) -
         extra_labels: vec![("rack".to_string(), format!("r-{}", peer.len() % 3))],
         state: State::of(&summary),
         summary,
+        path: None,
     }
 }
 

@@ -25,6 +25,7 @@ use super::stats::{RenderRow, TargetStats, render_labels};
 use super::stats_proto::ProtoRow;
 use super::table::{MeshShared, MeshTarget, TargetTable};
 use super::targets::{TargetSpec, build_targets};
+use super::trace_auto::PathBook;
 use super::view::MeshView;
 use super::window::RecentWindow;
 use crate::config::mesh::{MeshConfig, PeerSources};
@@ -35,6 +36,8 @@ use crate::icmp::Pinger;
 #[derive(Clone)]
 pub struct Mesh {
     shared: Arc<MeshShared>,
+    /// The automatic tracer's last trace per target (`trace_auto.rs`).
+    paths: Arc<PathBook>,
 }
 
 impl Mesh {
@@ -43,7 +46,12 @@ impl Mesh {
         let shared = Arc::new(MeshShared::new(pinger, config));
         tokio::spawn(refresh_loop(Arc::clone(&shared)));
         tokio::spawn(super::scheduler::run(Arc::clone(&shared)));
-        Mesh { shared }
+        let paths = Arc::new(PathBook::default());
+        tokio::spawn(super::trace_auto::run(
+            Arc::clone(&shared),
+            Arc::clone(&paths),
+        ));
+        Mesh { shared, paths }
     }
 
     /// Applies a new `mesh:` section (or its removal) without restarting anything.
@@ -68,7 +76,7 @@ impl Mesh {
     pub fn view(&self) -> Option<MeshView> {
         let config = self.shared.config.load_full()?;
         let probe_spacing = config.interval / config.packets_per_interval.max(1);
-        let mut view = MeshView::collect(&self.table(), probe_spacing);
+        let mut view = MeshView::collect(&self.table(), probe_spacing, &self.paths);
         view.title = config.title.clone();
         Some(view)
     }
@@ -88,6 +96,7 @@ impl Mesh {
             })
             .collect();
         super::stats::render(out, &rows, &table.buckets, flush);
+        super::trace_export::render(out, &table, &self.paths);
     }
 
     /// The same families as [`Mesh::render`] in the protobuf exposition, with the RTT
@@ -99,6 +108,7 @@ impl Mesh {
         let table = self.table();
         let mut text = String::new();
         self.render_mesh_wide(&mut text, &table);
+        super::trace_export::render(&mut text, &table, &self.paths);
         for family in crate::proto::from_text::families(&text) {
             crate::proto::write_family(out, &family);
         }

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::table::TargetTable;
+use super::trace_auto::{PathBook, TracedPath, target_key};
+use super::trace_export::path_json;
 use super::window::{WINDOW_PROBES, WindowSummary};
 use crate::config::mesh::RESERVED_LABELS;
 
@@ -68,6 +70,8 @@ pub struct TargetView {
     pub extra_labels: Vec<(String, String)>,
     pub summary: WindowSummary,
     pub state: State,
+    /// The automatic tracer's last trace of this target, if any.
+    pub path: Option<std::sync::Arc<TracedPath>>,
 }
 
 impl TargetView {
@@ -105,8 +109,8 @@ pub struct MeshView {
 }
 
 impl MeshView {
-    /// Copies every target's window out of the live table.
-    pub fn collect(table: &TargetTable, probe_spacing: Duration) -> MeshView {
+    /// Copies every target's window (and last trace) out of the live table.
+    pub fn collect(table: &TargetTable, probe_spacing: Duration, paths: &PathBook) -> MeshView {
         let mut targets: Vec<TargetView> = table
             .targets
             .iter()
@@ -125,6 +129,7 @@ impl MeshView {
                         .collect(),
                     state: State::of(&summary),
                     summary,
+                    path: paths.get(&target_key(target)),
                 }
             })
             .collect();
@@ -219,6 +224,7 @@ fn target_json(target: &TargetView, now: SystemTime) -> Value {
         "rtt_p50_seconds": summary.rtt_p50_seconds,
         "rtt_p99_seconds": summary.rtt_p99_seconds,
         "last_error": last_error,
+        "path": path_json(target.path.as_deref(), now),
     })
 }
 
