@@ -39,8 +39,9 @@ pub const DEFAULT_MAX_TARGETS: usize = 20_000;
 #[serde(deny_unknown_fields)]
 pub struct TargetGroup {
     pub targets: Vec<String>,
+    /// Shared with every peer entry made from this group (no copy per entry).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: std::sync::Arc<BTreeMap<String, String>>,
 }
 
 /// A DNS name whose A and AAAA records are all peers.

@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::icmp::{Answer, ReplyObserver};
 use crate::icmp::fake::FakeTransport;
 use crate::icmp::packet::Family;
 use crate::icmp::socket::SocketKey;
 use crate::icmp::stats::RejectReason;
+use crate::icmp::{Answer, ReplyObserver};
 
 /// What a sink heard, per send index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -244,7 +244,8 @@ impl ProbeTable {
     /// Forgets a waiting probe that gave up (timeout or cancellation), remembering it as late.
     /// Returns the ICMP error hint it collected, if any.
     pub fn abandon(&mut self, key: &ProbeKey) -> Option<Answer> {
-        self.expire(key).and_then(|probe| probe.hint.map(|hint| *hint))
+        self.expire(key)
+            .and_then(|probe| probe.hint.map(|hint| *hint))
     }
 
     /// Takes a probe whose deadline passed, if it is still waiting (nobody answered it),

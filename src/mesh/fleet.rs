@@ -141,10 +141,12 @@ mod tests {
     fn entry(address: &str, peer: &str, rack: &str) -> PeerEntry {
         PeerEntry {
             address: address.parse().expect("test address"),
-            labels: [("peer", peer), ("rack", rack)]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: std::sync::Arc::new(
+                [("peer", peer), ("rack", rack)]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         }
     }
 

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::peer_file::{Event, WatchedFile};
@@ -26,11 +27,16 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 128;
 /// Entries refused at the last refresh because their address is outside `allowed_targets`.
 static NOT_ALLOWED: AtomicUsize = AtomicUsize::new(0);
 
+/// A peer entry's labels. Shared: every address of a target group, and every copy of an entry
+/// (selection, plan, change detection), points at one map, so 100 000 entries cost one label map
+/// each, not one per copy.
+pub type PeerLabels = Arc<BTreeMap<String, String>>;
+
 /// One address of one peer, with its labels (`peer` always set; `network` optional).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerEntry {
     pub address: IpAddr,
-    pub labels: BTreeMap<String, String>,
+    pub labels: PeerLabels,
 }
 
 impl PeerEntry {
@@ -154,7 +160,7 @@ impl PeerLoader {
                 Err(error) => errors.push(format!("peers DNS name {}: {error}", dns.name)),
             }
         }
-        let mut raw: Vec<(String, IpAddr, BTreeMap<String, String>)> = Vec::new();
+        let mut raw: Vec<RawEntry> = Vec::new();
         add_groups(&mut raw, "mesh.peers.static", &self.sources.static_groups);
         for path in &self.sources.files {
             if let Some(file) = self.files.get(path) {
@@ -167,12 +173,10 @@ impl PeerLoader {
             labels
                 .entry("peer".into())
                 .or_insert_with(|| dns.name.clone());
+            let labels = Arc::new(labels);
+            let source: Arc<str> = Arc::from(format!("peers DNS name {}", dns.name));
             for address in self.dns.get(&dns.name).into_iter().flatten() {
-                raw.push((
-                    format!("peers DNS name {}", dns.name),
-                    *address,
-                    labels.clone(),
-                ));
+                raw.push((Arc::clone(&source), *address, Arc::clone(&labels)));
             }
         }
         let (mut entries, not_allowed) = self.admit(raw, &mut notices);
@@ -256,24 +260,28 @@ impl PeerLoader {
 
     /// Makes the entries: cleans their labels and drops those outside `allowed_targets`,
     /// with a notice per source for each. Also returns how many were dropped.
-    fn admit(
-        &self,
-        raw: Vec<(String, IpAddr, BTreeMap<String, String>)>,
-        notices: &mut Vec<String>,
-    ) -> (Vec<PeerEntry>, usize) {
+    fn admit(&self, raw: Vec<RawEntry>, notices: &mut Vec<String>) -> (Vec<PeerEntry>, usize) {
         let allowed = &self.sources.allowed_targets;
         let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut cleaned: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut entries = Vec::with_capacity(raw.len());
         for (source, address, mut labels) in raw {
-            let original = labels.get("peer").cloned().unwrap_or_default();
-            if clean_labels(&mut labels) {
-                cleaned.entry(source.clone()).or_default().push(original);
+            // Copy-on-write: only an entry whose labels need cleaning gets a map of its own.
+            if labels
+                .values()
+                .any(|value| clean_label_value(value).is_some())
+            {
+                let original = labels.get("peer").cloned().unwrap_or_default();
+                clean_labels(Arc::make_mut(&mut labels));
+                cleaned
+                    .entry(source.to_string())
+                    .or_default()
+                    .push(original);
             }
             if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&address)) {
                 let peer = labels.get("peer").cloned().unwrap_or_default();
                 refused
-                    .entry(source)
+                    .entry(source.to_string())
                     .or_default()
                     .push(format!("{peer} {address}"));
                 continue;
@@ -301,16 +309,17 @@ impl PeerLoader {
     }
 }
 
-fn add_groups(
-    raw: &mut Vec<(String, IpAddr, BTreeMap<String, String>)>,
-    source: &str,
-    groups: &[TargetGroup],
-) {
+/// An entry before cleaning: its source (for notices), address and labels.
+type RawEntry = (Arc<str>, IpAddr, PeerLabels);
+
+fn add_groups(raw: &mut Vec<RawEntry>, source: &str, groups: &[TargetGroup]) {
+    let source: Arc<str> = Arc::from(source);
     for group in groups {
+        let labels = Arc::clone(&group.labels);
         for target in &group.targets {
             if let Ok(address) = target.parse::<IpAddr>() {
                 let address = address.to_canonical();
-                raw.push((source.to_string(), address, group.labels.clone()));
+                raw.push((Arc::clone(&source), address, Arc::clone(&labels)));
             }
         }
     }

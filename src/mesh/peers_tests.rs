@@ -21,10 +21,12 @@ fn temp_dir(name: &str) -> PathBuf {
 fn group(targets: &[&str], labels: &[(&str, &str)]) -> TargetGroup {
     TargetGroup {
         targets: targets.iter().map(|t| t.to_string()).collect(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: std::sync::Arc::new(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
     }
 }
 

@@ -270,6 +270,9 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
     shared.table.load().source_errors.clone()
 }
 
+/// An exported label set and its text form, shared by the targets that export it.
+type InternedLabels = (Arc<[(String, String)]>, Arc<str>);
+
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
 /// long as the histogram buckets are the same and a native histogram is kept either both times
 /// or neither). `export` gives a target's exported label set; the counters of a target that goes
@@ -294,21 +297,34 @@ fn build_table(
         }
     }
     let shared_buckets: Arc<[f64]> = Arc::from(buckets);
+    // One copy of each exported label set (and its text form), however many targets share it.
+    let mut interned: HashMap<Vec<(String, String)>, InternedLabels> = HashMap::new();
     let targets: Vec<Arc<MeshTarget>> = specs
         .into_iter()
         .map(|spec| {
             let exported = export(&spec);
             match old.get(spec.labels.as_slice()) {
-                Some(kept) if kept.exported_labels == exported => Arc::clone(kept),
-                _ => Arc::new(MeshTarget {
-                    rendered_labels: render_labels(&exported),
-                    exported_labels: exported,
-                    spec,
-                    stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
-                    recent: Mutex::new(RecentWindow::default()),
-                    next_send_index: AtomicU64::new(0),
-                    buckets: Arc::clone(&shared_buckets),
-                }),
+                Some(kept) if *kept.exported_labels == exported[..] => Arc::clone(kept),
+                _ => {
+                    let (exported_labels, rendered_labels) = interned
+                        .entry(exported)
+                        .or_insert_with_key(|labels| {
+                            (
+                                Arc::from(labels.as_slice()),
+                                Arc::from(render_labels(labels)),
+                            )
+                        })
+                        .clone();
+                    Arc::new(MeshTarget {
+                        rendered_labels,
+                        exported_labels,
+                        spec,
+                        stats: Mutex::new(TargetStats::with_native(buckets.len(), native)),
+                        recent: Mutex::new(RecentWindow::default()),
+                        next_send_index: AtomicU64::new(0),
+                        buckets: Arc::clone(&shared_buckets),
+                    })
+                }
             }
         })
         .collect();
@@ -316,16 +332,15 @@ fn build_table(
         let kept: BTreeSet<*const MeshTarget> = targets.iter().map(Arc::as_ptr).collect();
         let mut heir: HashMap<&str, &Arc<MeshTarget>> = HashMap::new();
         for target in &targets {
-            heir.entry(target.rendered_labels.as_str())
-                .or_insert(target);
+            heir.entry(&target.rendered_labels).or_insert(target);
         }
         for gone in previous
             .targets
             .iter()
             .filter(|t| !kept.contains(&Arc::as_ptr(t)))
         {
-            let shared = gone.rendered_labels != render_labels(&gone.spec.labels);
-            if let Some(heir) = heir.get(gone.rendered_labels.as_str()).filter(|_| shared) {
+            let shared = *gone.rendered_labels != render_labels(&gone.spec.labels);
+            if let Some(heir) = heir.get(&*gone.rendered_labels).filter(|_| shared) {
                 let stats = gone.stats().snapshot();
                 heir.stats().absorb(&stats);
             }
@@ -354,7 +369,7 @@ fn exported_rows(table: &TargetTable) -> Vec<(&MeshTarget, TargetStats)> {
     let mut row_of: HashMap<&str, usize> = HashMap::new();
     for target in &table.targets {
         let stats = target.stats().snapshot();
-        match row_of.get(target.rendered_labels.as_str()) {
+        match row_of.get(&*target.rendered_labels) {
             Some(index) => rows[*index].1.absorb(&stats),
             None => {
                 row_of.insert(&target.rendered_labels, rows.len());

@@ -28,9 +28,10 @@ pub struct MeshTarget {
     pub spec: TargetSpec,
     /// The label set its series carry: its own, or its peer group's with
     /// `inter_group_series: per_group` (then several targets share one).
-    pub exported_labels: Vec<(String, String)>,
-    /// `exported_labels` in the text format.
-    pub rendered_labels: String,
+    /// Interned: the targets of one per-group series set share one copy.
+    pub exported_labels: Arc<[(String, String)]>,
+    /// `exported_labels` in the text format (interned likewise).
+    pub rendered_labels: Arc<str>,
     pub stats: Mutex<TargetStats>,
     /// The last probes' outcomes, for `/mesh` (separate from `stats` so scrapes never copy it).
     pub recent: Mutex<RecentWindow>,

@@ -127,10 +127,12 @@ mod tests {
     fn entry(address: &str, labels: &[(&str, &str)]) -> PeerEntry {
         PeerEntry {
             address: address.parse().unwrap(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            labels: std::sync::Arc::new(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         }
     }
 

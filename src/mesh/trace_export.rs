@@ -32,7 +32,7 @@ fn rows<'a>(table: &'a TargetTable, book: &PathBook) -> Vec<(&'a str, Arc<Traced
         let Some(path) = book.get(&target_key(target)) else {
             continue;
         };
-        let labels = target.rendered_labels.as_str();
+        let labels: &str = &target.rendered_labels;
         match row_of.get(labels) {
             Some(index) if rows[*index].1.traced_at < path.traced_at => rows[*index].1 = path,
             Some(_) => {}
