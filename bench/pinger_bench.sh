@@ -34,6 +34,7 @@
 #   STRESS=0       CPU hogs (stress-ng --cpu STRESS) beside each program
 #   MESHPROBE_NICE=0             run meshprobe under `nice -n` this (e.g. -5)
 #   MESH_INTERVAL=1s             meshprobe's mesh.interval (e.g. 1h: its memory without traffic)
+#   MESHPROBE_FLAGS=             extra meshprobe flags (e.g. --runtime.worker-threads=2)
 #   PERF=0         1: per-syscall counts (perf stat) and the top symbols (perf record) of the
 #                  window, for meshprobe
 #   MESHPROBE_BIN=<repo>/target/release/meshprobe  FPING_BIN=/usr/bin/fping
@@ -60,6 +61,7 @@ STRESS="${STRESS:-0}"
 MESHPROBE_NICE="${MESHPROBE_NICE:-0}"
 PERF="${PERF:-0}"
 MESH_INTERVAL="${MESH_INTERVAL:-1s}"
+MESHPROBE_FLAGS="${MESHPROBE_FLAGS:-}"
 MESHPROBE_BIN="${MESHPROBE_BIN:-$REPO/target/release/meshprobe}"
 FPING_BIN="${FPING_BIN:-/usr/bin/fping}"
 SMOKEPING_BIN="${SMOKEPING_BIN:-/usr/bin/prometheus-smokeping-prober}"
@@ -177,7 +179,7 @@ mesh:
     max_file_bytes: 67108864
 EOF
             ip netns exec "$NS_P" nice -n "$MESHPROBE_NICE" "$MESHPROBE_BIN" --config.file "$RESULTS_DIR/$name.yml" \
-                --web.listen-address "127.0.0.1:$PORT" > "$log" 2>&1 &
+                --web.listen-address "127.0.0.1:$PORT" $MESHPROBE_FLAGS > "$log" 2>&1 &
             ;;
         fping)
             ip netns exec "$NS_P" "$FPING_BIN" -l -q -p 1000 -i "$(awk -v n="$n" 'BEGIN { printf "%.3f", 800 / n }')" \

@@ -12,12 +12,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::table::{MeshShared, MeshTarget};
+use super::table::{MeshShared, MeshTarget, TargetTable};
 use super::view::State;
 use crate::config::mesh::MeshConfig;
 use crate::icmp::flow::payload_fits_flow;
@@ -183,23 +183,37 @@ pub fn options_for(config: &MeshConfig) -> TraceOptions {
 struct Watch {
     /// Whether each target was lossy or dead at the last look.
     in_trouble: HashMap<TargetKey, bool>,
-    queue: VecDeque<(TargetKey, Trigger)>,
+    /// Keys in trace order; a key may appear twice (moved to the front when it turned bad),
+    /// and only the entry `queued` still holds counts.
+    queue: VecDeque<TargetKey>,
+    /// What is queued, and why: O(1) membership however long the queue.
+    queued: HashMap<TargetKey, Trigger>,
     /// When each target's baseline trace was last queued.
     baseline_queued: HashMap<TargetKey, Instant>,
+    /// The table the last look saw, to forget targets only when it changed (a `Weak` keeps
+    /// its address from being reused by a later table).
+    table_seen: Weak<TargetTable>,
 }
 
+/// Traces queued at most: far more than `max_per_minute` can run before their cause is stale.
+const MAX_QUEUED: usize = 1_024;
+
 impl Watch {
-    /// Queues what the targets' states and the schedule ask for.
-    fn look(&mut self, targets: &[Arc<MeshTarget>], config: &MeshConfig, book: &PathBook) {
+    /// Queues what the targets' states and the schedule ask for. O(targets): no queue scans.
+    fn look(&mut self, table: &Arc<TargetTable>, config: &MeshConfig, book: &PathBook) {
         let now = Instant::now();
-        let present: HashMap<TargetKey, &Arc<MeshTarget>> =
-            targets.iter().map(|t| (target_key(t), t)).collect();
-        self.in_trouble.retain(|key, _| present.contains_key(key));
-        self.baseline_queued
-            .retain(|key, _| present.contains_key(key));
-        self.queue.retain(|(key, _)| present.contains_key(key));
-        book.retain(|key| present.contains_key(key));
-        for (key, target) in &present {
+        let targets = &table.targets;
+        let keys: Vec<TargetKey> = targets.iter().map(|t| target_key(t)).collect();
+        if !Weak::ptr_eq(&self.table_seen, &Arc::downgrade(table)) {
+            self.table_seen = Arc::downgrade(table);
+            let present: std::collections::HashSet<&TargetKey> = keys.iter().collect();
+            self.in_trouble.retain(|key, _| present.contains(key));
+            self.baseline_queued.retain(|key, _| present.contains(key));
+            self.queued.retain(|key, _| present.contains(key));
+            self.queue.retain(|key| present.contains(key));
+            book.retain(|key| present.contains(key));
+        }
+        for (key, target) in keys.into_iter().zip(targets) {
             let state = State::of(&target.recent().summary());
             let trigger = match state {
                 State::Lossy => Some(Trigger::Lossy),
@@ -209,22 +223,50 @@ impl Watch {
             let was = self.in_trouble.insert(key.clone(), trigger.is_some());
             if let Some(trigger) = trigger
                 && was != Some(true)
+                && (self.queued.len() < MAX_QUEUED || self.queued.contains_key(&key))
             {
-                self.queue.retain(|(queued, _)| queued != key);
-                self.queue.push_front((key.clone(), trigger));
+                self.queued.insert(key.clone(), trigger);
+                self.queue.push_front(key.clone());
             }
             if let Some(every) = config.trace.interval {
                 let due = self
                     .baseline_queued
-                    .get(key)
+                    .get(&key)
                     .is_none_or(|at| now.saturating_duration_since(*at) >= every);
-                if due && !self.queue.iter().any(|(queued, _)| queued == key) {
+                if due && !self.queued.contains_key(&key) && self.queued.len() < MAX_QUEUED {
                     self.baseline_queued.insert(key.clone(), now);
-                    self.queue.push_back((key.clone(), Trigger::Schedule));
+                    self.queued.insert(key.clone(), Trigger::Schedule);
+                    self.queue.push_back(key);
                 }
             }
         }
+        if self.queue.len() > 2 * MAX_QUEUED {
+            let queued = &self.queued;
+            self.queue.retain(|key| queued.contains_key(key));
+        }
     }
+
+    /// The next trace to run.
+    fn pop(&mut self) -> Option<(TargetKey, Trigger)> {
+        while let Some(key) = self.queue.pop_front() {
+            if let Some(trigger) = self.queued.remove(&key) {
+                return Some((key, trigger));
+            }
+        }
+        None
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.queued.clear();
+    }
+}
+
+/// How often target states are looked at: every [`LOOK_EVERY`], and less often for large
+/// meshes (one look costs a pass over every target's recent window: at 100 000 targets, every
+/// 5 s).
+fn look_every(targets: usize) -> Duration {
+    LOOK_EVERY * (targets / 10_000).max(1) as u32
 }
 
 /// Runs forever beside the scheduler; idles while the mesh is off or `max_per_minute` is 0.
@@ -232,10 +274,10 @@ pub(super) async fn run(shared: Arc<MeshShared>, book: Arc<PathBook>) {
     let mut watch = Watch::default();
     let mut limit: Option<RateLimit> = None;
     let mut running: Option<tokio::task::JoinHandle<()>> = None;
-    let mut ticker = tokio::time::interval(LOOK_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_look = Instant::now();
     loop {
-        ticker.tick().await;
+        tokio::time::sleep_until(next_look).await;
+        next_look = Instant::now() + look_every(shared.table.load().targets.len());
         let Some(config) = shared.config.load_full() else {
             watch = Watch::default();
             book.retain(|_| false);
@@ -243,18 +285,18 @@ pub(super) async fn run(shared: Arc<MeshShared>, book: Arc<PathBook>) {
         };
         let max_per_minute = config.trace.max_per_minute;
         if max_per_minute == 0 {
-            watch.queue.clear();
+            watch.clear();
             book.queued.store(0, Ordering::Relaxed);
             continue;
         }
         let table = shared.table.load_full();
-        watch.look(&table.targets, &config, &book);
+        watch.look(&table, &config, &book);
         let limit = limit.get_or_insert_with(|| RateLimit::new(Instant::now(), max_per_minute));
         let idle = running.as_ref().is_none_or(|task| task.is_finished());
         if idle
-            && !watch.queue.is_empty()
+            && !watch.queued.is_empty()
             && limit.try_take(Instant::now(), max_per_minute)
-            && let Some((key, trigger)) = watch.queue.pop_front()
+            && let Some((key, trigger)) = watch.pop()
         {
             let options = options_for(&config);
             let pinger = shared.pinger.clone();
@@ -271,7 +313,7 @@ pub(super) async fn run(shared: Arc<MeshShared>, book: Arc<PathBook>) {
             }));
         }
         book.queued
-            .store(watch.queue.len() as u64, Ordering::Relaxed);
+            .store(watch.queued.len() as u64, Ordering::Relaxed);
     }
 }
 
