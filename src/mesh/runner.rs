@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -81,10 +82,15 @@ impl Mesh {
         Some(view)
     }
 
-    /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
-    pub fn render(&self, out: &mut String, flush: &mut dyn FnMut(&mut String)) {
+    /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle), handing
+    /// `out` to `flush` every 64 KiB; stops when `flush` answers `Break`.
+    pub fn render(
+        &self,
+        out: &mut String,
+        flush: &mut dyn FnMut(&mut String) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         if self.shared.config.load().is_none() {
-            return;
+            return ControlFlow::Continue(());
         }
         let table = self.table();
         self.render_mesh_wide(out, &table);
@@ -95,15 +101,20 @@ impl Mesh {
                 stats,
             })
             .collect();
-        super::stats::render(out, &rows, &table.buckets, flush);
+        super::stats::render(out, &rows, &table.buckets, flush)?;
         super::trace_export::render(out, &table, &self.paths);
+        ControlFlow::Continue(())
     }
 
     /// The same families as [`Mesh::render`] in the protobuf exposition, with the RTT
     /// histogram native, classic or both as `mesh.histogram` says.
-    pub fn render_protobuf(&self, out: &mut Vec<u8>, flush: &mut dyn FnMut(&mut Vec<u8>)) {
+    pub fn render_protobuf(
+        &self,
+        out: &mut Vec<u8>,
+        flush: &mut dyn FnMut(&mut Vec<u8>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         let Some(config) = self.shared.config.load_full() else {
-            return;
+            return ControlFlow::Continue(());
         };
         let table = self.table();
         let mut text = String::new();
@@ -119,7 +130,7 @@ impl Mesh {
                 stats,
             })
             .collect();
-        super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush);
+        super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush)
     }
 
     /// The mesh-wide families (one sample each), as text.
@@ -380,8 +391,27 @@ fn exported_rows(table: &TargetTable) -> Vec<(&MeshTarget, TargetStats)> {
     rows
 }
 
-/// Gives memory freed after a large scrape back to the operating system, so RSS does not stay
-/// at its high-water mark (glibc keeps freed heap otherwise).
-pub fn release_memory() {
-    crate::sys::release_freed_memory();
+#[cfg(test)]
+impl Mesh {
+    /// A mesh that probes nothing (no tasks, an in-memory transport) and serves the targets of
+    /// `specs`, each exported under `export`'s label set, for rendering tests.
+    pub(crate) fn idle_for_tests(
+        config: MeshConfig,
+        specs: Vec<TargetSpec>,
+        export: &dyn Fn(&TargetSpec) -> Vec<(String, String)>,
+    ) -> Mesh {
+        let pinger = Pinger::with_transport(crate::icmp::fake::FakeTransport::new());
+        let table = build_table(
+            &TargetTable::default(),
+            specs,
+            Vec::new(),
+            Vec::new(),
+            &config.buckets,
+            config.histogram.native(),
+            export,
+        );
+        let shared = Arc::new(MeshShared::new(pinger, Some(config)));
+        shared.store_table(table);
+        Mesh { shared }
+    }
 }
