@@ -94,13 +94,14 @@ impl Mesh {
         }
         let table = self.table();
         self.render_mesh_wide(out, &table);
-        let rows: Vec<RenderRow<'_>> = exported_rows(&table)
-            .into_iter()
-            .map(|(target, stats)| RenderRow {
+        let rows = exported_rows(
+            &table,
+            |target, stats| RenderRow {
                 labels: &target.rendered_labels,
                 stats,
-            })
-            .collect();
+            },
+            |row| &mut row.stats,
+        );
         super::stats::render(out, &rows, &table.buckets, flush)?;
         super::trace_export::render(out, &table, &self.paths);
         ControlFlow::Continue(())
@@ -123,13 +124,14 @@ impl Mesh {
         for family in crate::proto::from_text::families(&text) {
             crate::proto::write_family(out, &family);
         }
-        let rows: Vec<ProtoRow<'_>> = exported_rows(&table)
-            .into_iter()
-            .map(|(target, stats)| ProtoRow {
+        let rows = exported_rows(
+            &table,
+            |target, stats| ProtoRow {
                 labels: &target.exported_labels,
                 stats,
-            })
-            .collect();
+            },
+            |row| &mut row.stats,
+        );
         super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush)
     }
 
@@ -373,21 +375,28 @@ fn build_table(
     }
 }
 
-/// One row per exported label set: targets that share one (`inter_group_series: per_group`)
-/// are summed, so sent = received + lost holds for the shared series too.
-fn exported_rows(table: &TargetTable) -> Vec<(&MeshTarget, TargetStats)> {
-    let mut rows: Vec<(&MeshTarget, TargetStats)> = Vec::with_capacity(table.targets.len());
+/// One row per exported label set, made by `row` from the first target with that set and a
+/// snapshot of its stats: targets that share one (`inter_group_series: per_group`) are summed
+/// into it (through `stats_of`), so sent = received + lost holds for the shared series too.
+/// The rows are built in their final form, so a scrape holds one snapshot per row, not two.
+fn exported_rows<'t, Row>(
+    table: &'t TargetTable,
+    row: impl Fn(&'t MeshTarget, TargetStats) -> Row,
+    stats_of: impl Fn(&mut Row) -> &mut TargetStats,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::with_capacity(table.targets.len());
     let mut row_of: HashMap<&str, usize> = HashMap::new();
     for target in &table.targets {
         let stats = target.stats().snapshot();
         match row_of.get(&*target.rendered_labels) {
-            Some(index) => rows[*index].1.absorb(&stats),
+            Some(index) => stats_of(&mut rows[*index]).absorb(&stats),
             None => {
                 row_of.insert(&target.rendered_labels, rows.len());
-                rows.push((target, stats));
+                rows.push(row(target, stats));
             }
         }
     }
+    rows.shrink_to_fit();
     rows
 }
 
@@ -412,6 +421,7 @@ impl Mesh {
         );
         let shared = Arc::new(MeshShared::new(pinger, Some(config)));
         shared.store_table(table);
-        Mesh { shared }
+        let paths = Arc::new(PathBook::default());
+        Mesh { shared, paths }
     }
 }
