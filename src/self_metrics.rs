@@ -5,6 +5,7 @@
 //! under a `meshprobe_` prefix) and reading `/proc/self` for `process_*`. Values come from
 //! [`ExporterCounters`](crate::app::ExporterCounters), the config store and the engine's [`crate::icmp::stats::EngineStats`].
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use crate::app::AppState;
@@ -13,39 +14,45 @@ use crate::icmp::Family;
 use crate::icmp::stats::{ICMP_ERROR_KINDS, RejectReason};
 use crate::sys;
 
-/// Renders `/metrics` into one string.
-pub fn render(state: &AppState) -> String {
-    render_streaming(state, &mut |_| {})
-}
+/// A chunk's buffer: the mesh hands chunks on once they reach 64 KiB, after at most one more
+/// line (or histogram) is written.
+const CHUNK_CAPACITY: usize = 72 * 1024;
 
-/// Renders `/metrics`, handing full chunks to `flush` as it goes (which may drain the buffer, as
-/// the gzip path does, so a large mesh is never held in memory as text); returns the rest.
-pub fn render_streaming(state: &AppState, flush: &mut dyn FnMut(&mut String)) -> String {
-    let mut out = String::with_capacity(4096);
+/// Renders `/metrics` as text, handing it to `sink` in chunks of about 64 KiB (the last one
+/// smaller), so a large mesh is never held in memory as text. Stops as soon as `sink` answers
+/// `Break` (the client went away).
+pub fn render_text(
+    state: &AppState,
+    sink: &mut dyn FnMut(&mut String) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut out = String::with_capacity(CHUNK_CAPACITY);
     render_own(state, &mut out);
-    state.mesh.render(&mut out, flush);
+    state.mesh.render(&mut out, sink)?;
     render_process(&mut out);
-    out
+    sink(&mut out)
 }
 
-/// Renders `/metrics` in the protobuf exposition, handing full chunks to `flush` as it goes;
-/// returns the rest. The exporter's own and the process families are the text rendering
+/// Renders `/metrics` in the protobuf exposition, handing it to `sink` in chunks as
+/// [`render_text`] does. The exporter's own and the process families are the text rendering
 /// converted (so both formats carry the same samples); the mesh encodes its own, with the
 /// native RTT histogram.
-pub fn render_protobuf(state: &AppState, flush: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
+pub fn render_protobuf(
+    state: &AppState,
+    sink: &mut dyn FnMut(&mut Vec<u8>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let mut out = Vec::with_capacity(CHUNK_CAPACITY);
     let mut text = String::with_capacity(4096);
     render_own(state, &mut text);
     for family in crate::proto::from_text::families(&text) {
         crate::proto::write_family(&mut out, &family);
     }
-    state.mesh.render_protobuf(&mut out, flush);
+    state.mesh.render_protobuf(&mut out, sink)?;
     text.clear();
     render_process(&mut text);
     for family in crate::proto::from_text::families(&text) {
         crate::proto::write_family(&mut out, &family);
     }
-    out
+    sink(&mut out)
 }
 
 /// The exporter's own families (everything before the mesh's).

@@ -72,7 +72,9 @@ fn emitted_names() -> (BTreeSet<String>, BTreeSet<String>) {
         stats: stats.snapshot(),
     }];
     let mut text = String::new();
-    render(&mut text, &rows, &buckets, &mut |_chunk: &mut String| {});
+    let _ = render(&mut text, &rows, &buckets, &mut |_chunk: &mut String| {
+        std::ops::ControlFlow::Continue(())
+    });
     let (mut series, mut label_names) = (BTreeSet::new(), BTreeSet::new());
     // A histogram family is also a series itself: the native histogram a protobuf scrape gets.
     for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

@@ -1,8 +1,10 @@
-//! `/metrics` responses: the exporter's own families and the mesh, as text (streamed into gzip
-//! when the scraper accepts it) or, when Prometheus asks for it with native histograms on, as the
-//! protobuf exposition; and the protobuf form of a `/probe` answer. Negotiation and encoding
-//! only: what the families contain is `self_metrics` and `mesh`.
+//! `/metrics` responses: the exporter's own families and the mesh, as text or, when Prometheus
+//! asks for it with native histograms on, as the protobuf exposition, both streamed (and gzip'd
+//! when the scraper accepts it) through [`super::stream`]; and the protobuf form of a `/probe`
+//! answer. Negotiation and encoding only: what the families contain is `self_metrics` and
+//! `mesh`.
 
+use super::stream::{self, ResponseBody};
 use super::*;
 
 /// Whether the client sent `Accept-Encoding: gzip`.
@@ -20,59 +22,39 @@ pub(super) fn accepts_gzip(request: &Request<Incoming>) -> bool {
 /// `/metrics`, gzip-compressed when the client accepts it (Prometheus always does): a large
 /// mesh's exposition shrinks about twentyfold.
 ///
-/// Rendering (and compressing) a large mesh takes tens of milliseconds, so it runs on the blocking
-/// pool: the runtime thread keeps sending probes on time meanwhile.
+/// The body is streamed ([`stream::render_streamed`]): rendered on the blocking pool in 64 KiB
+/// chunks and compressed chunk by chunk as the client takes them, so the runtime thread keeps
+/// sending probes on time, and a scrape holds a few chunks, never the whole body. The bytes are
+/// the same as a whole render's; the response is chunked instead of carrying a length.
 pub(super) async fn metrics_response(
     state: &Arc<AppState>,
     request: &Request<Incoming>,
 ) -> HttpResponse {
-    let accepts_gzip = accepts_gzip(request);
+    let gzip = accepts_gzip(request);
     let format = scrape_format(request);
     let state = Arc::clone(state);
-    let encode = move || match format {
-        proto::Format::Text => encode_metrics(&state, accepts_gzip),
-        proto::Format::Protobuf => encode_metrics_protobuf(&state, accepts_gzip),
-    };
-    match tokio::task::spawn_blocking(encode).await {
-        Ok(response) => response,
-        Err(error) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot render metrics: {error}\n"),
-        ),
-    }
-}
-
-pub(super) fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpResponse {
-    use std::io::Write;
-    if !accepts_gzip {
-        let body = crate::self_metrics::render(state);
-        let response = with_content_type(text(StatusCode::OK, body), expo::CONTENT_TYPE);
-        crate::mesh::runner::release_memory();
-        return response;
-    }
-    // Compress as the text is produced: only one 64 KiB chunk of text exists at a time.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut failed = false;
-    let rest = crate::self_metrics::render_streaming(state, &mut |chunk: &mut String| {
-        failed |= encoder.write_all(chunk.as_bytes()).is_err();
-        chunk.clear();
-    });
-    failed |= encoder.write_all(rest.as_bytes()).is_err();
-    let compressed = match encoder.finish() {
-        Ok(compressed) if !failed => compressed,
-        _ => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot compress metrics\n",
-            );
+    let body = stream::render_streamed(gzip, move |sink| match format {
+        proto::Format::Text => {
+            crate::self_metrics::render_text(&state, &mut |chunk| sink.send_text(chunk))
         }
+        proto::Format::Protobuf => {
+            crate::self_metrics::render_protobuf(&state, &mut |chunk| sink.send_bytes(chunk))
+        }
+    })
+    .await;
+    let content_type = match format {
+        proto::Format::Text => expo::CONTENT_TYPE,
+        proto::Format::Protobuf => proto::CONTENT_TYPE,
     };
-    crate::mesh::runner::release_memory();
-    let mut response = with_content_type(text(StatusCode::OK, compressed), expo::CONTENT_TYPE);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
+    let mut response = Response::new(ResponseBody::Streamed(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if gzip {
+        headers.insert(
+            hyper::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
     response
 }
 
@@ -83,38 +65,6 @@ pub(super) fn encode_metrics(state: &AppState, accepts_gzip: bool) -> HttpRespon
 pub(super) fn scrape_format(request: &Request<Incoming>) -> proto::Format {
     let accept = request.headers().get(hyper::header::ACCEPT);
     proto::negotiate(accept.and_then(|value| value.to_str().ok()))
-}
-
-/// `/metrics` as protobuf, compressed as it is produced when the client accepts gzip.
-pub(super) fn encode_metrics_protobuf(state: &AppState, accepts_gzip: bool) -> HttpResponse {
-    use std::io::Write;
-    let body = if accepts_gzip {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut failed = false;
-        let rest = crate::self_metrics::render_protobuf(state, &mut |chunk: &mut Vec<u8>| {
-            failed |= encoder.write_all(chunk).is_err();
-            chunk.clear();
-        });
-        failed |= encoder.write_all(&rest).is_err();
-        match encoder.finish() {
-            Ok(compressed) if !failed => compressed,
-            _ => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot compress metrics\n",
-                );
-            }
-        }
-    } else {
-        let mut body = Vec::new();
-        let rest = crate::self_metrics::render_protobuf(state, &mut |chunk: &mut Vec<u8>| {
-            body.append(chunk);
-        });
-        body.extend_from_slice(&rest);
-        body
-    };
-    crate::mesh::runner::release_memory();
-    protobuf_response(body, accepts_gzip)
 }
 
 /// A protobuf body (already gzip-compressed if `gzipped`) with client_golang's content type.

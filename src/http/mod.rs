@@ -27,15 +27,17 @@ use crate::proto;
 use crate::resolve;
 use crate::web;
 use crate::web::prefix::Routed;
+use stream::ResponseBody;
 
 mod metrics;
+pub mod stream;
 
 use metrics::{accepts_gzip, metrics_response, probe_protobuf, scrape_format};
 
-type HttpResponse = Response<Full<Bytes>>;
+type HttpResponse = Response<ResponseBody>;
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(ResponseBody::Whole(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

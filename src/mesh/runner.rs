@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -81,29 +82,40 @@ impl Mesh {
         Some(view)
     }
 
-    /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle).
-    pub fn render(&self, out: &mut String, flush: &mut dyn FnMut(&mut String)) {
+    /// Appends the mesh families to a `/metrics` body (nothing while the mesh is idle), handing
+    /// `out` to `flush` every 64 KiB; stops when `flush` answers `Break`.
+    pub fn render(
+        &self,
+        out: &mut String,
+        flush: &mut dyn FnMut(&mut String) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         if self.shared.config.load().is_none() {
-            return;
+            return ControlFlow::Continue(());
         }
         let table = self.table();
         self.render_mesh_wide(out, &table);
-        let rows: Vec<RenderRow<'_>> = exported_rows(&table)
-            .into_iter()
-            .map(|(target, stats)| RenderRow {
+        let rows = exported_rows(
+            &table,
+            |target, stats| RenderRow {
                 labels: &target.rendered_labels,
                 stats,
-            })
-            .collect();
-        super::stats::render(out, &rows, &table.buckets, flush);
+            },
+            |row| &mut row.stats,
+        );
+        super::stats::render(out, &rows, &table.buckets, flush)?;
         super::trace_export::render(out, &table, &self.paths);
+        ControlFlow::Continue(())
     }
 
     /// The same families as [`Mesh::render`] in the protobuf exposition, with the RTT
     /// histogram native, classic or both as `mesh.histogram` says.
-    pub fn render_protobuf(&self, out: &mut Vec<u8>, flush: &mut dyn FnMut(&mut Vec<u8>)) {
+    pub fn render_protobuf(
+        &self,
+        out: &mut Vec<u8>,
+        flush: &mut dyn FnMut(&mut Vec<u8>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         let Some(config) = self.shared.config.load_full() else {
-            return;
+            return ControlFlow::Continue(());
         };
         let table = self.table();
         let mut text = String::new();
@@ -112,14 +124,15 @@ impl Mesh {
         for family in crate::proto::from_text::families(&text) {
             crate::proto::write_family(out, &family);
         }
-        let rows: Vec<ProtoRow<'_>> = exported_rows(&table)
-            .into_iter()
-            .map(|(target, stats)| ProtoRow {
+        let rows = exported_rows(
+            &table,
+            |target, stats| ProtoRow {
                 labels: &target.exported_labels,
                 stats,
-            })
-            .collect();
-        super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush);
+            },
+            |row| &mut row.stats,
+        );
+        super::stats_proto::render(out, &rows, &table.buckets, config.histogram, flush)
     }
 
     /// The mesh-wide families (one sample each), as text.
@@ -362,26 +375,53 @@ fn build_table(
     }
 }
 
-/// One row per exported label set: targets that share one (`inter_group_series: per_group`)
-/// are summed, so sent = received + lost holds for the shared series too.
-fn exported_rows(table: &TargetTable) -> Vec<(&MeshTarget, TargetStats)> {
-    let mut rows: Vec<(&MeshTarget, TargetStats)> = Vec::with_capacity(table.targets.len());
+/// One row per exported label set, made by `row` from the first target with that set and a
+/// snapshot of its stats: targets that share one (`inter_group_series: per_group`) are summed
+/// into it (through `stats_of`), so sent = received + lost holds for the shared series too.
+/// The rows are built in their final form, so a scrape holds one snapshot per row, not two.
+fn exported_rows<'t, Row>(
+    table: &'t TargetTable,
+    row: impl Fn(&'t MeshTarget, TargetStats) -> Row,
+    stats_of: impl Fn(&mut Row) -> &mut TargetStats,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::with_capacity(table.targets.len());
     let mut row_of: HashMap<&str, usize> = HashMap::new();
     for target in &table.targets {
         let stats = target.stats().snapshot();
         match row_of.get(&*target.rendered_labels) {
-            Some(index) => rows[*index].1.absorb(&stats),
+            Some(index) => stats_of(&mut rows[*index]).absorb(&stats),
             None => {
                 row_of.insert(&target.rendered_labels, rows.len());
-                rows.push((target, stats));
+                rows.push(row(target, stats));
             }
         }
     }
+    rows.shrink_to_fit();
     rows
 }
 
-/// Gives memory freed after a large scrape back to the operating system, so RSS does not stay
-/// at its high-water mark (glibc keeps freed heap otherwise).
-pub fn release_memory() {
-    crate::sys::release_freed_memory();
+#[cfg(test)]
+impl Mesh {
+    /// A mesh that probes nothing (no tasks, an in-memory transport) and serves the targets of
+    /// `specs`, each exported under `export`'s label set, for rendering tests.
+    pub(crate) fn idle_for_tests(
+        config: MeshConfig,
+        specs: Vec<TargetSpec>,
+        export: &dyn Fn(&TargetSpec) -> Vec<(String, String)>,
+    ) -> Mesh {
+        let pinger = Pinger::with_transport(crate::icmp::fake::FakeTransport::new());
+        let table = build_table(
+            &TargetTable::default(),
+            specs,
+            Vec::new(),
+            Vec::new(),
+            &config.buckets,
+            config.histogram.native(),
+            export,
+        );
+        let shared = Arc::new(MeshShared::new(pinger, Some(config)));
+        shared.store_table(table);
+        let paths = Arc::new(PathBook::default());
+        Mesh { shared, paths }
+    }
 }

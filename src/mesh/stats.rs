@@ -7,6 +7,7 @@
 //! target's label set pre-rendered, because a 2000-target mesh has ~60 000 series.
 
 use std::fmt::Write;
+use std::ops::ControlFlow;
 
 use super::native::NativeHistogram;
 use crate::expo::{self, MetricType};
@@ -297,13 +298,14 @@ pub(super) const FAMILIES: [(&str, &str, Column); 9] = [
     ),
 ];
 
-/// Writes every per-target family, sorted by family name.
+/// Writes every per-target family, sorted by family name, handing `out` to `flush` whenever
+/// it holds 64 KiB; stops when `flush` answers `Break` (the client went away).
 pub fn render(
     out: &mut String,
     rows: &[RenderRow<'_>],
     buckets: &[f64],
-    flush: &mut dyn FnMut(&mut String),
-) {
+    flush: &mut dyn FnMut(&mut String) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     for (name, help, column) in &FAMILIES {
         match column {
             Column::Counter(get) => {
@@ -312,7 +314,7 @@ pub fn render(
                     let value = get(row.stats()) as f64;
                     line(out, name, row.labels, None, value);
                     if out.len() >= FLUSH_AT {
-                        flush(out);
+                        flush(out)?;
                     }
                 }
             }
@@ -343,9 +345,10 @@ pub fn render(
                     }
                 }
             }
-            Column::Histogram => render_histogram(out, name, help, rows, buckets, flush),
+            Column::Histogram => render_histogram(out, name, help, rows, buckets, flush)?,
         }
     }
+    ControlFlow::Continue(())
 }
 
 fn render_histogram(
@@ -354,8 +357,8 @@ fn render_histogram(
     help: &str,
     rows: &[RenderRow<'_>],
     buckets: &[f64],
-    flush: &mut dyn FnMut(&mut String),
-) {
+    flush: &mut dyn FnMut(&mut String) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     expo::family(out, name, help, MetricType::Histogram);
     let bucket_name = format!("{name}_bucket");
     let sum_name = format!("{name}_sum");
@@ -398,9 +401,10 @@ fn render_histogram(
         line(out, &sum_name, row.labels, None, rtt_sum);
         line(out, &count_name, row.labels, None, received as f64);
         if out.len() >= FLUSH_AT {
-            flush(out);
+            flush(out)?;
         }
     }
+    ControlFlow::Continue(())
 }
 
 #[cfg(test)]
@@ -446,8 +450,9 @@ mod tests {
         let mut flush = |chunk: &mut String| {
             streamed.push_str(chunk);
             chunk.clear();
+            ControlFlow::Continue(())
         };
-        render(&mut out, &rows, &buckets, &mut flush);
+        let _ = render(&mut out, &rows, &buckets, &mut flush);
         streamed.push_str(&out);
         let out = streamed;
         assert!(

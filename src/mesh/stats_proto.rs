@@ -4,15 +4,19 @@
 //! Owns only the encoding: the same families, names, help strings, label sets and values as the
 //! text rendering in `stats.rs` (whose [`FAMILIES`] table it walks), with
 //! `meshprobe_mesh_rtt_seconds` as one `Histogram` message per target that carries the native
-//! buckets, the classic buckets, or both ([`HistogramMode`]). Each target's label pairs are built
-//! once per scrape and reused for every family.
+//! buckets, the classic buckets, or both ([`HistogramMode`]). Families are encoded metric by
+//! metric straight from the rows (no `MetricFamily` of 100 000 metrics is built), so a scrape
+//! can be streamed in 64 KiB chunks.
+
+use std::ops::ControlFlow;
+
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use super::stats::{Column, FAMILIES, TargetStats};
 use crate::config::mesh::HistogramMode;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
-use crate::proto::{
-    self, Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use crate::proto::{Bucket, Counter, Gauge, Histogram, MetricFamily, MetricType};
 
 /// One target for the protobuf rendering: its labels in exposition order, and a consistent
 /// copy of its stats.
@@ -24,103 +28,187 @@ pub struct ProtoRow<'a> {
 /// Bytes buffered before the renderer hands its output to the sink (e.g. a gzip stream).
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Appends every per-target family, length-delimited, in the text rendering's order.
+/// `Metric` field numbers (prometheus/client_model's metrics.proto).
+const METRIC_LABEL: u32 = 1;
+const METRIC_GAUGE: u32 = 2;
+const METRIC_COUNTER: u32 = 3;
+const METRIC_HISTOGRAM: u32 = 7;
+/// `MetricFamily.metric`, and the two string fields of `LabelPair`.
+const FAMILY_METRIC: u32 = 4;
+const PAIR_NAME: u32 = 1;
+const PAIR_VALUE: u32 = 2;
+
+/// A label outside the target's own set (the error `type`): name and value.
+type ExtraLabel<'a> = Option<(&'a str, &'a str)>;
+
+/// The value part of one `Metric`.
+enum Value {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+/// Appends every per-target family, length-delimited, in the text rendering's order, handing
+/// `out` to `flush` whenever it holds 64 KiB; stops when `flush` answers `Break`.
+///
+/// A family's length prefix comes before its metrics, so each family is walked twice: once to
+/// add up the encoded lengths, once to write the metrics one by one. The bytes are exactly
+/// prost's encoding of the whole `MetricFamily` (a unit test compares them), without ever
+/// holding the family in memory.
 pub fn render(
     out: &mut Vec<u8>,
     rows: &[ProtoRow<'_>],
     buckets: &[f64],
     mode: HistogramMode,
-    flush: &mut dyn FnMut(&mut Vec<u8>),
-) {
-    // One Metric per target, labels filled once; each family sets its value field.
-    let mut metrics: Vec<Metric> = rows
-        .iter()
-        .map(|row| Metric {
-            label: row
-                .labels
-                .iter()
-                .map(|(name, value)| LabelPair::new(name, value))
-                .collect(),
-            ..Metric::default()
-        })
-        .collect();
+    flush: &mut dyn FnMut(&mut Vec<u8>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     for (name, help, column) in &FAMILIES {
-        match column {
-            Column::Counter(get) => {
-                for (metric, row) in metrics.iter_mut().zip(rows) {
-                    clear(metric);
-                    metric.counter = Some(Counter {
-                        value: Some(get(&row.stats) as f64),
+        let metric_type = match column {
+            Column::Counter(_) | Column::Errors => MetricType::Counter,
+            Column::LastRtt => MetricType::Gauge,
+            Column::Histogram => MetricType::Histogram,
+        };
+        let mut metrics_len = 0usize;
+        let mut metric_count = 0usize;
+        for row in rows {
+            each_metric(row, column, buckets, mode, &mut |extra, value| {
+                let len = metric_len(row.labels, extra, value);
+                metrics_len += key_len(FAMILY_METRIC) + encoded_len_varint(len as u64) + len;
+                metric_count += 1;
+            });
+        }
+        // An empty family is left out, as `proto::write_family` does.
+        if metric_count == 0 {
+            continue;
+        }
+        let header = MetricFamily::new(name, help, metric_type);
+        encode_varint((header.encoded_len() + metrics_len) as u64, out);
+        // Fields 1–3; the metrics (field 4) follow, so this is the family's own prefix.
+        header.encode_raw(out);
+        for row in rows {
+            each_metric(row, column, buckets, mode, &mut |extra, value| {
+                write_metric(out, row.labels, extra, value);
+            });
+            if out.len() >= FLUSH_AT {
+                flush(out)?;
+            }
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Calls `emit` for each metric `row` has in the family of `column`, with the extra label it
+/// carries (the error `type`): one per row, except that errors have one per ICMP error type
+/// seen and the last-RTT gauge none before the first reply.
+fn each_metric(
+    row: &ProtoRow<'_>,
+    column: &Column,
+    buckets: &[f64],
+    mode: HistogramMode,
+    emit: &mut dyn FnMut(ExtraLabel<'_>, &Value),
+) {
+    let stats = &row.stats;
+    match column {
+        Column::Counter(get) => emit(
+            None,
+            &Value::Counter(Counter {
+                value: Some(get(stats) as f64),
+            }),
+        ),
+        Column::Errors => {
+            for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
+                let count = stats.icmp_errors[index];
+                if count > 0 {
+                    let value = Value::Counter(Counter {
+                        value: Some(count as f64),
                     });
+                    emit(Some(("type", kind.as_str())), &value);
                 }
-                metrics = emit(out, name, help, MetricType::Counter, metrics);
-            }
-            Column::Errors => {
-                let mut family = MetricFamily::new(name, help, MetricType::Counter);
-                for (metric, row) in metrics.iter().zip(rows) {
-                    for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
-                        let count = row.stats.icmp_errors[index];
-                        if count > 0 {
-                            let mut label = metric.label.clone();
-                            label.push(LabelPair::new("type", kind.as_str()));
-                            family.metric.push(Metric {
-                                label,
-                                counter: Some(Counter {
-                                    value: Some(count as f64),
-                                }),
-                                ..Metric::default()
-                            });
-                        }
-                    }
-                }
-                proto::write_family(out, &family);
-            }
-            Column::LastRtt => {
-                // Only targets that had a reply have the gauge, as in the text format.
-                let mut family = MetricFamily::new(name, help, MetricType::Gauge);
-                for (metric, row) in metrics.iter().zip(rows) {
-                    if let Some(rtt) = row.stats.last_rtt {
-                        family.metric.push(Metric {
-                            label: metric.label.clone(),
-                            gauge: Some(Gauge { value: Some(rtt) }),
-                            ..Metric::default()
-                        });
-                    }
-                }
-                proto::write_family(out, &family);
-            }
-            Column::Histogram => {
-                for (metric, row) in metrics.iter_mut().zip(rows) {
-                    clear(metric);
-                    metric.histogram = Some(histogram(&row.stats, buckets, mode));
-                }
-                metrics = emit(out, name, help, MetricType::Histogram, metrics);
             }
         }
-        if out.len() >= FLUSH_AT {
-            flush(out);
+        Column::LastRtt => {
+            if let Some(rtt) = stats.last_rtt {
+                emit(None, &Value::Gauge(Gauge { value: Some(rtt) }));
+            }
         }
+        Column::Histogram => emit(None, &Value::Histogram(histogram(stats, buckets, mode))),
     }
 }
 
-fn clear(metric: &mut Metric) {
-    metric.counter = None;
-    metric.gauge = None;
-    metric.histogram = None;
+/// The encoded length of a `LabelPair` message (its two optional strings, both set).
+fn pair_len(name: &str, value: &str) -> usize {
+    let field =
+        |tag: u32, text: &str| key_len(tag) + encoded_len_varint(text.len() as u64) + text.len();
+    field(PAIR_NAME, name) + field(PAIR_VALUE, value)
 }
 
-/// Writes a family made of `metrics` and hands the metrics back for the next family.
-fn emit(
+/// A nested message field's length: key, length prefix and body.
+fn message_field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn metric_len(labels: &[(String, String)], extra: Option<(&str, &str)>, value: &Value) -> usize {
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .chain(extra);
+    let labels_len: usize = pairs
+        .map(|(name, value)| message_field_len(METRIC_LABEL, pair_len(name, value)))
+        .sum();
+    let value_len = match value {
+        Value::Counter(counter) => message_field_len(METRIC_COUNTER, counter.encoded_len()),
+        Value::Gauge(gauge) => message_field_len(METRIC_GAUGE, gauge.encoded_len()),
+        Value::Histogram(histogram) => message_field_len(METRIC_HISTOGRAM, histogram.encoded_len()),
+    };
+    labels_len + value_len
+}
+
+/// Writes one `Metric` as a field of its family: labels (field 1), then the value's field, in
+/// prost's field order.
+fn write_metric(
     out: &mut Vec<u8>,
-    name: &str,
-    help: &str,
-    metric_type: MetricType,
-    metrics: Vec<Metric>,
-) -> Vec<Metric> {
-    let mut family = MetricFamily::new(name, help, metric_type);
-    family.metric = metrics;
-    proto::write_family(out, &family);
-    family.metric
+    labels: &[(String, String)],
+    extra: Option<(&str, &str)>,
+    value: &Value,
+) {
+    encode_key(FAMILY_METRIC, WireType::LengthDelimited, out);
+    encode_varint(metric_len(labels, extra, value) as u64, out);
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .chain(extra);
+    for (name, value) in pairs {
+        encode_key(METRIC_LABEL, WireType::LengthDelimited, out);
+        encode_varint(pair_len(name, value) as u64, out);
+        for (tag, text) in [(PAIR_NAME, name), (PAIR_VALUE, value)] {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(text.len() as u64, out);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    let (tag, message): (u32, &dyn MessageBody) = match value {
+        Value::Counter(counter) => (METRIC_COUNTER, counter),
+        Value::Gauge(gauge) => (METRIC_GAUGE, gauge),
+        Value::Histogram(histogram) => (METRIC_HISTOGRAM, histogram),
+    };
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(message.body_len() as u64, out);
+    message.write_body(out);
+}
+
+/// A prost message written as a nested field's body (prost's `Message` is not object safe).
+trait MessageBody {
+    fn body_len(&self) -> usize;
+    fn write_body(&self, out: &mut Vec<u8>);
+}
+
+impl<M: Message> MessageBody for M {
+    fn body_len(&self) -> usize {
+        self.encoded_len()
+    }
+    fn write_body(&self, out: &mut Vec<u8>) {
+        self.encode_raw(out);
+    }
 }
 
 /// One target's RTT histogram message.
@@ -158,6 +246,7 @@ mod tests {
     use super::*;
     use crate::icmp::IcmpErrorKind;
     use crate::mesh::native;
+    use crate::proto::{self, LabelPair, Metric};
 
     fn stats() -> TargetStats {
         let buckets = [0.001, 0.01];
@@ -176,8 +265,11 @@ mod tests {
     fn decode(rows: &[ProtoRow<'_>], mode: HistogramMode) -> Vec<MetricFamily> {
         let mut out = Vec::new();
         let mut streamed = Vec::new();
-        let mut flush = |chunk: &mut Vec<u8>| streamed.append(chunk);
-        render(&mut out, rows, &[0.001, 0.01], mode, &mut flush);
+        let mut flush = |chunk: &mut Vec<u8>| {
+            streamed.append(chunk);
+            ControlFlow::Continue(())
+        };
+        let _ = render(&mut out, rows, &[0.001, 0.01], mode, &mut flush);
         streamed.append(&mut out);
         proto::decode_all(&streamed).expect("decodes with prost")
     }
@@ -282,5 +374,125 @@ mod tests {
                 .iter()
                 .all(|f| f.name.as_deref() != Some("meshprobe_mesh_last_rtt_seconds"))
         );
+    }
+
+    /// The encoding before streaming: whole `MetricFamily` messages built with prost.
+    fn whole_families(rows: &[ProtoRow<'_>], buckets: &[f64], mode: HistogramMode) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, help, column) in &FAMILIES {
+            let metric_type = match column {
+                Column::Counter(_) | Column::Errors => MetricType::Counter,
+                Column::LastRtt => MetricType::Gauge,
+                Column::Histogram => MetricType::Histogram,
+            };
+            let mut family = MetricFamily::new(name, help, metric_type);
+            for row in rows {
+                each_metric(row, column, buckets, mode, &mut |extra, value| {
+                    let mut metric = Metric {
+                        label: row
+                            .labels
+                            .iter()
+                            .map(|(name, value)| LabelPair::new(name, value))
+                            .collect(),
+                        ..Metric::default()
+                    };
+                    if let Some((name, value)) = extra {
+                        metric.label.push(LabelPair::new(name, value));
+                    }
+                    match value {
+                        Value::Counter(counter) => metric.counter = Some(counter.clone()),
+                        Value::Gauge(gauge) => metric.gauge = Some(gauge.clone()),
+                        Value::Histogram(histogram) => metric.histogram = Some(histogram.clone()),
+                    }
+                    family.metric.push(metric);
+                });
+            }
+            proto::write_family(&mut out, &family);
+        }
+        out
+    }
+
+    #[test]
+    fn streamed_families_are_byte_for_byte_prosts_whole_families() {
+        let buckets = [0.001, 0.01];
+        let label_sets: Vec<Vec<(String, String)>> = (0..3000)
+            .map(|index| {
+                vec![
+                    (
+                        "peer".to_string(),
+                        format!("peer-{index:05}-{}", "x".repeat(index % 40)),
+                    ),
+                    ("network".to_string(), "198.18.0.0/15".to_string()),
+                    ("empty".to_string(), String::new()),
+                ]
+            })
+            .collect();
+        let rows: Vec<ProtoRow<'_>> = label_sets
+            .iter()
+            .enumerate()
+            .map(|(index, labels)| {
+                let mut stats = TargetStats::new(buckets.len());
+                for probe in 0..(index % 7) as u64 {
+                    stats.record_sent();
+                    match probe % 3 {
+                        0 => stats.record_reply(&buckets, 1e-5 * (index + 1) as f64, probe, probe),
+                        1 => stats.record_lost(Some(IcmpErrorKind::TimeExceeded)),
+                        _ => stats.record_lost(None),
+                    }
+                }
+                ProtoRow { labels, stats }
+            })
+            .collect();
+        for mode in [
+            HistogramMode::Both,
+            HistogramMode::Native,
+            HistogramMode::Classic,
+        ] {
+            let mut streamed = Vec::new();
+            let mut out = Vec::new();
+            let mut chunks = 0;
+            let mut flush = |chunk: &mut Vec<u8>| {
+                assert!(chunk.len() < 2 * FLUSH_AT, "chunks stay bounded");
+                streamed.append(chunk);
+                chunks += 1;
+                ControlFlow::Continue(())
+            };
+            assert!(render(&mut out, &rows, &buckets, mode, &mut flush).is_continue());
+            streamed.append(&mut out);
+            assert!(chunks > 10, "{chunks} chunks");
+            assert!(
+                streamed == whole_families(&rows, &buckets, mode),
+                "{mode:?}"
+            );
+            let families = proto::decode_all(&streamed).expect("decodes with prost");
+            assert_eq!(families.len(), 9);
+        }
+    }
+
+    #[test]
+    fn rendering_stops_when_the_sink_says_so() {
+        let labels = vec![("peer".to_string(), "a".repeat(200))];
+        let rows: Vec<ProtoRow<'_>> = (0..5000)
+            .map(|_| ProtoRow {
+                labels: &labels,
+                stats: TargetStats::new(2),
+            })
+            .collect();
+        let mut calls = 0;
+        let mut flush = |chunk: &mut Vec<u8>| {
+            calls += 1;
+            chunk.clear();
+            ControlFlow::Break(())
+        };
+        let mut out = Vec::new();
+        let flow = render(
+            &mut out,
+            &rows,
+            &[0.001, 0.01],
+            HistogramMode::Both,
+            &mut flush,
+        );
+        assert!(flow.is_break());
+        assert_eq!(calls, 1);
     }
 }

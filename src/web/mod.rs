@@ -274,14 +274,15 @@ impl WebStore {
 /// Runs `handler` for `request` if the rate limit and basic auth (when configured) let it
 /// through; answers 429 (rate limit, or too many pending password checks) or 401 otherwise.
 /// Adds the default security headers, then the configured extra headers (which win).
-pub async fn guard<B, F, Fut>(
+pub async fn guard<B, F, Fut, ResBody>(
     web: &WebStore,
     request: Request<B>,
     handler: F,
-) -> Response<Full<Bytes>>
+) -> Response<ResBody>
 where
     F: FnOnce(Request<B>) -> Fut,
-    Fut: Future<Output = Response<Full<Bytes>>>,
+    Fut: Future<Output = Response<ResBody>>,
+    ResBody: From<Full<Bytes>>,
 {
     let config = web.current();
     let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
@@ -292,11 +293,12 @@ where
         None => Some(Verdict::Allowed),
     };
     let mut response = match verdict {
-        None => too_many_requests("Too Many Requests\n"),
+        None => too_many_requests("Too Many Requests\n").map(ResBody::from),
         Some(Verdict::Busy) => {
             too_many_requests("Too many password checks in progress; retry shortly\n")
+                .map(ResBody::from)
         }
-        Some(Verdict::Denied) => auth::unauthorized(),
+        Some(Verdict::Denied) => auth::unauthorized().map(ResBody::from),
         Some(Verdict::Allowed) => handler(request).await,
     };
     let headers = response.headers_mut();

@@ -43,52 +43,69 @@ pub fn http_exchange_raw(port: u16, request: &str) -> std::io::Result<(String, V
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
+    split_response(&raw)
+}
+
+/// (head, body) of a raw response, the body de-chunked when it was sent chunked.
+fn split_response(raw: &[u8]) -> std::io::Result<(String, Vec<u8>)> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of head"))?;
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "malformed response: {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    Ok((head, raw[split + 4..].to_vec()))
+    let body = &raw[split + 4..];
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok((head, dechunk_bytes(body)?));
+    }
+    Ok((head, body.to_vec()))
+}
+
+/// A chunked body's content (streamed responses such as `/metrics` are chunked); an error if
+/// it breaks off before the last chunk.
+fn dechunk_bytes(mut body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| std::io::Error::other("chunked body ends without its last chunk"))?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size {size_text:?}")))?;
+        let rest = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            return Err(std::io::Error::other("chunked body cut short"));
+        }
+        out.extend_from_slice(&rest[..size]);
+        body = &rest[size + 2..];
+    }
 }
 
 pub fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("malformed response: {text:?}")))?;
+    let (head, body) = split_response(raw)?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let body = String::from_utf8_lossy(&body).into_owned();
     Ok(HttpResponse {
         status,
         headers: head.to_string(),
         body,
     })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// A parsed text exposition: samples by full series name, plus HELP and TYPE per family.
