@@ -220,6 +220,9 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
             let deadline = now + round.config.timeout;
             pinger.send_batch(batch, deadline, &mut tickets).await;
             deadlines.push(deadline, tickets.drain(..));
+            // Behind schedule, every slot is already due and nothing above waits: let the
+            // receive loop and HTTP (on the same runtime thread) run between batches.
+            tokio::task::yield_now().await;
         }
         if resume_mid_round {
             continue;
