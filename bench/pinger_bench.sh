@@ -11,6 +11,7 @@
 #
 #   mpg-prober-PID  mpg-p 198.18.0.1/30 ── mpg-g1 198.18.0.2/30  mpg-gw-PID (forwarding)
 #                                          mpg-g2 198.18.0.5/30 ── mpg-q 198.18.0.6/30  mpg-peer-PID
+#   TOPOLOGY=direct: no gateway namespace; the peer (mpg-q 198.18.0.2/30) is the prober's next hop
 #   peer: AnyIP `route add local` 198.18.64.0/18, 198.18.128.0/17, 198.19.0.0/16 dev lo (its
 #   kernel answers echo for every address there: 113 792 targets, x.x.x.1-254); prober and gateway
 #   route those ranges through one next hop, so each has one neighbour entry, as on a routed
@@ -35,6 +36,10 @@
 #   MESHPROBE_NICE=0             run meshprobe under `nice -n` this (e.g. -5)
 #   MESH_INTERVAL=1s             meshprobe's mesh.interval (e.g. 1h: its memory without traffic)
 #   MESHPROBE_FLAGS=             extra meshprobe flags (e.g. --runtime.worker-threads=2)
+#   TOPOLOGY=gateway             or direct (see above). A veth transmit runs the receiving
+#                                namespace's stack in the sender's softirq, so the gateway's
+#                                forwarding (both ways) is charged to the prober's CPU time;
+#                                direct leaves only the peer's echo reply there.
 #   PERF=0         1: per-syscall counts (perf stat) and the top symbols (perf record) of the
 #                  window, for meshprobe
 #   MESHPROBE_BIN=<repo>/target/release/meshprobe  FPING_BIN=/usr/bin/fping
@@ -62,6 +67,8 @@ MESHPROBE_NICE="${MESHPROBE_NICE:-0}"
 PERF="${PERF:-0}"
 MESH_INTERVAL="${MESH_INTERVAL:-1s}"
 MESHPROBE_FLAGS="${MESHPROBE_FLAGS:-}"
+TOPOLOGY="${TOPOLOGY:-gateway}"
+[[ $TOPOLOGY == gateway || $TOPOLOGY == direct ]] || die "TOPOLOGY must be gateway or direct"
 MESHPROBE_BIN="${MESHPROBE_BIN:-$REPO/target/release/meshprobe}"
 FPING_BIN="${FPING_BIN:-/usr/bin/fping}"
 SMOKEPING_BIN="${SMOKEPING_BIN:-/usr/bin/prometheus-smokeping-prober}"
@@ -86,30 +93,48 @@ note_stale_namespaces mpg-
 
 # ---- network ------------------------------------------------------------------------------------
 RANGES=(198.18.64.0/18 198.18.128.0/17 198.19.0.0/16)
-log "creating namespaces $NS_P, $NS_G and $NS_Q"
-for ns in "$NS_P" "$NS_G" "$NS_Q"; do
-    ip netns add "$ns"; NS_CREATED+=("$ns")
-    ip -n "$ns" link set lo up
-    ip netns exec "$ns" sysctl -qw net.ipv4.icmp_ratelimit=0
-done
-ip -n "$NS_P" link add mpg-p type veth peer name mpg-g1 netns "$NS_G"
-ip -n "$NS_G" link add mpg-g2 type veth peer name mpg-q netns "$NS_Q"
-ip -n "$NS_P" addr add 198.18.0.1/30 dev mpg-p
-ip -n "$NS_G" addr add 198.18.0.2/30 dev mpg-g1
-ip -n "$NS_G" addr add 198.18.0.5/30 dev mpg-g2
-ip -n "$NS_Q" addr add 198.18.0.6/30 dev mpg-q
-for link in "$NS_P mpg-p" "$NS_G mpg-g1" "$NS_G mpg-g2" "$NS_Q mpg-q"; do
-    # shellcheck disable=SC2086
-    set -- $link; ip -n "$1" link set "$2" up
-done
-ip netns exec "$NS_G" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$NS_Q" route add default via 198.18.0.5
-for range in "${RANGES[@]}"; do
-    ip -n "$NS_P" route add "$range" via 198.18.0.2
-    ip -n "$NS_G" route add "$range" via 198.18.0.6
-    ip -n "$NS_Q" route add local "$range" dev lo
-done
-ip netns exec "$NS_P" "$FPING_BIN" -q -c 1 -t 2000 198.19.255.254 2> /dev/null || die "the peer does not answer through the gateway"
+if [[ $TOPOLOGY == direct ]]; then
+    log "creating namespaces $NS_P and $NS_Q (direct)"
+    for ns in "$NS_P" "$NS_Q"; do
+        ip netns add "$ns"; NS_CREATED+=("$ns")
+        ip -n "$ns" link set lo up
+        ip netns exec "$ns" sysctl -qw net.ipv4.icmp_ratelimit=0
+    done
+    ip -n "$NS_P" link add mpg-p type veth peer name mpg-q netns "$NS_Q"
+    ip -n "$NS_P" addr add 198.18.0.1/30 dev mpg-p
+    ip -n "$NS_Q" addr add 198.18.0.2/30 dev mpg-q
+    ip -n "$NS_P" link set mpg-p up
+    ip -n "$NS_Q" link set mpg-q up
+    for range in "${RANGES[@]}"; do
+        ip -n "$NS_P" route add "$range" via 198.18.0.2
+        ip -n "$NS_Q" route add local "$range" dev lo
+    done
+else
+    log "creating namespaces $NS_P, $NS_G and $NS_Q"
+    for ns in "$NS_P" "$NS_G" "$NS_Q"; do
+        ip netns add "$ns"; NS_CREATED+=("$ns")
+        ip -n "$ns" link set lo up
+        ip netns exec "$ns" sysctl -qw net.ipv4.icmp_ratelimit=0
+    done
+    ip -n "$NS_P" link add mpg-p type veth peer name mpg-g1 netns "$NS_G"
+    ip -n "$NS_G" link add mpg-g2 type veth peer name mpg-q netns "$NS_Q"
+    ip -n "$NS_P" addr add 198.18.0.1/30 dev mpg-p
+    ip -n "$NS_G" addr add 198.18.0.2/30 dev mpg-g1
+    ip -n "$NS_G" addr add 198.18.0.5/30 dev mpg-g2
+    ip -n "$NS_Q" addr add 198.18.0.6/30 dev mpg-q
+    for link in "$NS_P mpg-p" "$NS_G mpg-g1" "$NS_G mpg-g2" "$NS_Q mpg-q"; do
+        # shellcheck disable=SC2086
+        set -- $link; ip -n "$1" link set "$2" up
+    done
+    ip netns exec "$NS_G" sysctl -qw net.ipv4.ip_forward=1
+    ip -n "$NS_Q" route add default via 198.18.0.5
+    for range in "${RANGES[@]}"; do
+        ip -n "$NS_P" route add "$range" via 198.18.0.2
+        ip -n "$NS_G" route add "$range" via 198.18.0.6
+        ip -n "$NS_Q" route add local "$range" dev lo
+    done
+fi
+ip netns exec "$NS_P" "$FPING_BIN" -q -c 1 -t 2000 198.19.255.254 2> /dev/null || die "the peer does not answer"
 
 python3 - "$RESULTS_DIR" $SCALES <<'EOF'
 import ipaddress, json, sys
@@ -237,7 +262,7 @@ EOF
             ;;
     esac
     rss=$(status_kb "$PROG_PID" VmRSS); hwm=$(status_kb "$PROG_PID" VmHWM)
-    echo "program=$prog targets=$n stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
+    echo "program=$prog targets=$n topology=$TOPOLOGY stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
         | tee -a "$RESULTS_DIR/results.txt"
     stop_pid "$PROG_PID" INT
     [[ -z $stress_pid ]] || stop_pid "$stress_pid"
