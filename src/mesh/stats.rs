@@ -32,7 +32,8 @@ pub struct TargetStats {
     rtt_sum: f64,
     pub last_rtt: Option<f64>,
     /// Recent replies: (send index, arrival order, already counted as reordered), at most
-    /// [`REORDER_WINDOW`] sends back; a few hundred bytes per target.
+    /// [`REORDER_WINDOW`] sends back, allocated at its final size on the first reply (about
+    /// 430 bytes per target; growth by doubling made it 770).
     recent_arrivals: Vec<(u64, u64, bool)>,
     /// The native histogram of the same replies; `None` with `mesh.histogram: classic`.
     native: Option<NativeHistogram>,
@@ -121,6 +122,10 @@ impl TargetStats {
         }
         if reordered_self {
             self.reordered += 1;
+        }
+        if self.recent_arrivals.capacity() == 0 {
+            self.recent_arrivals
+                .reserve_exact(REORDER_WINDOW as usize + 2);
         }
         self.recent_arrivals
             .push((send_index, arrival, reordered_self));

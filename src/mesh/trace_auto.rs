@@ -9,7 +9,7 @@
 //! its own [`crate::icmp::Pinger::echo_in_flow`] calls, with no observer, in a task of their own.
 //! Rendering is `trace_export.rs`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -181,8 +181,9 @@ pub fn options_for(config: &MeshConfig) -> TraceOptions {
 /// What the tracer remembers between looks.
 #[derive(Default)]
 struct Watch {
-    /// Whether each target was lossy or dead at the last look.
-    in_trouble: HashMap<TargetKey, bool>,
+    /// The targets that were lossy or dead at the last look (only those: a key costs two
+    /// strings, and a healthy mesh of 100 000 targets should hold none).
+    in_trouble: HashSet<TargetKey>,
     /// Keys in trace order; a key may appear twice (moved to the front when it turned bad),
     /// and only the entry `queued` still holds counts.
     queue: VecDeque<TargetKey>,
@@ -199,34 +200,40 @@ struct Watch {
 const MAX_QUEUED: usize = 1_024;
 
 impl Watch {
-    /// Queues what the targets' states and the schedule ask for. O(targets): no queue scans.
+    /// Queues what the targets' states and the schedule ask for. O(targets), no queue scans,
+    /// and a key is made only for a target in trouble or with a baseline schedule.
     fn look(&mut self, table: &Arc<TargetTable>, config: &MeshConfig, book: &PathBook) {
         let now = Instant::now();
         let targets = &table.targets;
-        let keys: Vec<TargetKey> = targets.iter().map(|t| target_key(t)).collect();
         if !Weak::ptr_eq(&self.table_seen, &Arc::downgrade(table)) {
             self.table_seen = Arc::downgrade(table);
-            let present: std::collections::HashSet<&TargetKey> = keys.iter().collect();
-            self.in_trouble.retain(|key, _| present.contains(key));
+            let present: HashSet<TargetKey> = targets.iter().map(|t| target_key(t)).collect();
+            self.in_trouble.retain(|key| present.contains(key));
             self.baseline_queued.retain(|key, _| present.contains(key));
             self.queued.retain(|key, _| present.contains(key));
             self.queue.retain(|key| present.contains(key));
             book.retain(|key| present.contains(key));
         }
-        for (key, target) in keys.into_iter().zip(targets) {
+        let mut in_trouble = HashSet::new();
+        for target in targets {
             let state = State::of(&target.recent().summary());
             let trigger = match state {
                 State::Lossy => Some(Trigger::Lossy),
                 State::Dead => Some(Trigger::Dead),
                 _ => None,
             };
-            let was = self.in_trouble.insert(key.clone(), trigger.is_some());
-            if let Some(trigger) = trigger
-                && was != Some(true)
-                && (self.queued.len() < MAX_QUEUED || self.queued.contains_key(&key))
-            {
-                self.queued.insert(key.clone(), trigger);
-                self.queue.push_front(key.clone());
+            if trigger.is_none() && config.trace.interval.is_none() {
+                continue;
+            }
+            let key = target_key(target);
+            if let Some(trigger) = trigger {
+                let turned_bad = !self.in_trouble.contains(&key);
+                if turned_bad && (self.queued.len() < MAX_QUEUED || self.queued.contains_key(&key))
+                {
+                    self.queued.insert(key.clone(), trigger);
+                    self.queue.push_front(key.clone());
+                }
+                in_trouble.insert(key.clone());
             }
             if let Some(every) = config.trace.interval {
                 let due = self
@@ -240,6 +247,7 @@ impl Watch {
                 }
             }
         }
+        self.in_trouble = in_trouble;
         if self.queue.len() > 2 * MAX_QUEUED {
             let queued = &self.queued;
             self.queue.retain(|key| queued.contains_key(key));
