@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Pinger, SendSocket};
+use super::{ASYNC_ERROR_RETRIES, Pinger, SendSocket};
 use crate::icmp::channel::Channel;
 use crate::icmp::demux;
 use crate::icmp::echo::{AnswerSink, EchoFailure, EchoRequest};
 use crate::icmp::packet;
-use crate::icmp::socket::{self, SocketKind, send_many::MAX_BATCH};
+use crate::icmp::socket::{self, send_many::MAX_BATCH};
 use crate::icmp::table::{Completion, PendingProbe, ProbeKey};
 use crate::icmp::transport::OutDatagram;
 
@@ -149,7 +149,7 @@ impl Pinger {
             probe.sink.settle(probe.send_index, Err(EchoFailure::Busy));
         }
         let mut next = 0;
-        let mut async_error_retries = 2;
+        let mut retries = ASYNC_ERROR_RETRIES;
         while next < registered.len() {
             let chunk = &registered[next..registered.len().min(next + MAX_BATCH)];
             self.stamp(channel, chunk);
@@ -178,7 +178,7 @@ impl Pinger {
                         });
                     }
                     next += sent;
-                    async_error_retries = 2;
+                    retries = ASYNC_ERROR_RETRIES;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(error) = sender.endpoint.writable().await {
@@ -186,20 +186,11 @@ impl Pinger {
                         return;
                     }
                 }
-                // A ping socket reports an earlier probe's ICMP error once through sk_err;
-                // clear it and send again so it never fails this probe.
-                Err(error)
-                    if sender.key.kind == SocketKind::Dgram
-                        && async_error_retries > 0
-                        && socket::is_async_icmp_errno(&error) =>
-                {
-                    async_error_retries -= 1;
-                    let _ = sender.endpoint.take_error();
-                }
+                Err(error) if sender.clears_stale_error(&error, &mut retries) => {}
                 Err(error) => {
                     self.fail_unsent(channel, &registered[next..next + 1], &error);
                     next += 1;
-                    async_error_retries = 2;
+                    retries = ASYNC_ERROR_RETRIES;
                 }
             }
         }

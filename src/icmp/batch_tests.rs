@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::icmp::fake::FakeTransport;
 use crate::icmp::packet::Family;
-use crate::icmp::socket::SocketKey;
+use crate::icmp::socket::{SocketKey, SocketKind};
 use crate::icmp::stats::RejectReason;
 use crate::icmp::{Answer, ReplyObserver};
 

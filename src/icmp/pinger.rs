@@ -65,7 +65,25 @@ struct SendSocket {
     last_used_ms: AtomicU64,
 }
 
+/// How often one send clears a stale ICMP error of a ping socket and tries again.
+const ASYNC_ERROR_RETRIES: u8 = 2;
+
 impl SendSocket {
+    /// A ping socket reports an earlier probe's ICMP error once through sk_err, which the next
+    /// send returns. True (after clearing it) when `error` is such a stale error and `retries`
+    /// allow another try, so one probe's error never fails another probe.
+    fn clears_stale_error(&self, error: &io::Error, retries: &mut u8) -> bool {
+        if self.key.kind != SocketKind::Dgram
+            || *retries == 0
+            || !socket::is_async_icmp_errno(error)
+        {
+            return false;
+        }
+        *retries -= 1;
+        let _ = self.endpoint.take_error();
+        true
+    }
+
     /// True when this socket is the one its channel reads.
     fn receives(&self) -> bool {
         self.channel.key == self.key
@@ -340,23 +358,14 @@ impl Pinger {
         destination: SocketAddr,
         ttl: Option<u8>,
     ) -> io::Result<()> {
-        // A ping socket reports an earlier probe's ICMP error once through sk_err, which the next
-        // send would return; clear it and retry so one probe's error never fails another probe.
-        let mut async_error_retries = 2;
+        let mut retries = ASYNC_ERROR_RETRIES;
         loop {
             match sender.endpoint.try_send(bytes, destination, ttl) {
                 Ok(()) => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     sender.endpoint.writable().await?;
                 }
-                Err(error)
-                    if sender.key.kind == SocketKind::Dgram
-                        && async_error_retries > 0
-                        && socket::is_async_icmp_errno(&error) =>
-                {
-                    async_error_retries -= 1;
-                    let _ = sender.endpoint.take_error();
-                }
+                Err(error) if sender.clears_stale_error(&error, &mut retries) => {}
                 Err(error) => return Err(error),
             }
         }
