@@ -131,6 +131,24 @@ pub struct ProbeTable {
     finished_order: VecDeque<ProbeKey>,
     /// How many waiting probes have each payload length, for sizing receive buffers.
     payload_lengths: BTreeMap<usize, usize>,
+    /// Probes finished since the maps were last checked for spare capacity.
+    finished_since_shrink_check: u32,
+}
+
+/// Every this many finished probes, maps holding far more capacity than entries give it back.
+const SHRINK_CHECK_EVERY: u32 = 65_536;
+
+/// Capacity kept whatever the load: below this a map is never shrunk.
+const SHRINK_FLOOR: usize = 1_024;
+
+/// Gives back a map's spare capacity once it holds under a quarter of it, keeping twice its
+/// entries (a burst of waiting probes, e.g. a stalled receiver, would otherwise keep its peak
+/// size for the life of the process: 30 MB after one at 100 000 probes/s).
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let keep = (map.len() * 2).max(SHRINK_FLOOR);
+    if map.capacity() > keep * 2 {
+        map.shrink_to(keep);
+    }
 }
 
 impl ProbeTable {
@@ -296,6 +314,16 @@ impl ProbeTable {
                 observer,
             },
         );
+        self.finished_since_shrink_check += 1;
+        if self.finished_since_shrink_check >= SHRINK_CHECK_EVERY {
+            self.finished_since_shrink_check = 0;
+            shrink_if_sparse(&mut self.waiting);
+            shrink_if_sparse(&mut self.finished);
+            let keep = (self.finished_order.len() * 2).max(SHRINK_FLOOR);
+            if self.finished_order.capacity() > keep * 2 {
+                self.finished_order.shrink_to(keep);
+            }
+        }
     }
 }
 
@@ -400,5 +428,57 @@ mod tests {
         }
         assert_eq!(table.finished.len(), FINISHED_MEMORY);
         assert_eq!(table.finished_order.len(), FINISHED_MEMORY);
+    }
+
+    #[test]
+    fn capacity_left_by_a_burst_is_given_back() {
+        let mut table = ProbeTable::default();
+        let key_of = |n: u32| ProbeKey {
+            address: "198.18.0.1".parse().unwrap(),
+            id: (n >> 16) as u16,
+            seq: n as u16,
+        };
+        // A burst: 100 000 probes wait at once, then all are answered.
+        let burst = 100_000u32;
+        let mut receivers = Vec::new();
+        for n in 0..burst {
+            let (p, rx) = probe(u64::from(n));
+            receivers.push(rx);
+            table.insert(key_of(n), p);
+        }
+        let peak = table.waiting.capacity();
+        assert!(peak >= burst as usize);
+        for n in 0..burst {
+            assert!(
+                table
+                    .take_for_reply(&key_of(n), &payload(u64::from(n)), Instant::now())
+                    .is_ok()
+            );
+        }
+        // Then a steady trickle: one waits at a time.
+        for n in burst..burst + SHRINK_CHECK_EVERY {
+            let (p, _rx) = probe(u64::from(n));
+            table.insert(key_of(n), p);
+            table.abandon(&key_of(n));
+        }
+        assert!(table.waiting.is_empty());
+        assert!(
+            table.waiting.capacity() <= 2 * SHRINK_FLOOR,
+            "waiting kept {} of its peak {peak}",
+            table.waiting.capacity()
+        );
+        // The finished memory shrinks back towards its bound, and still works.
+        assert!(table.finished.capacity() <= 4 * FINISHED_MEMORY.max(SHRINK_FLOOR));
+        assert_eq!(table.finished.len(), FINISHED_MEMORY);
+        let last = key_of(burst + SHRINK_CHECK_EVERY - 1);
+        let late = table
+            .take_for_reply(
+                &last,
+                &payload(u64::from(burst + SHRINK_CHECK_EVERY - 1)),
+                Instant::now(),
+            )
+            .err()
+            .map(|r| r.reason);
+        assert_eq!(late, Some(RejectReason::Late));
     }
 }

@@ -17,6 +17,22 @@ use crate::icmp::stats::ICMP_ERROR_KINDS;
 /// How many recent probes per target are remembered to judge reordering.
 const REORDER_WINDOW: u64 = 16;
 
+/// One recent reply, for judging reordering. Send index and arrival order are kept as their
+/// low 32 bits and compared with wrap-around: the notes of one target span at most
+/// [`REORDER_WINDOW`] sends and one timeout's replies, far below 2^31 apart.
+#[derive(Debug, Clone, Copy)]
+struct ArrivalNote {
+    send_index: u32,
+    arrival: u32,
+    /// Already counted as reordered.
+    counted: bool,
+}
+
+/// `a` comes after `b` in a wrapping 32-bit sequence.
+fn wrapping_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// Counters and histogram of one target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetStats {
@@ -31,10 +47,9 @@ pub struct TargetStats {
     bucket_counts: Vec<u64>,
     rtt_sum: f64,
     pub last_rtt: Option<f64>,
-    /// Recent replies: (send index, arrival order, already counted as reordered), at most
-    /// [`REORDER_WINDOW`] sends back, allocated at its final size on the first reply (about
-    /// 430 bytes per target; growth by doubling made it 770).
-    recent_arrivals: Vec<(u64, u64, bool)>,
+    /// Recent replies, at most [`REORDER_WINDOW`] sends back, allocated at its final size on
+    /// the first reply (216 bytes per target).
+    recent_arrivals: Vec<ArrivalNote>,
     /// The native histogram of the same replies; `None` with `mesh.histogram: classic`.
     native: Option<NativeHistogram>,
 }
@@ -108,15 +123,19 @@ impl TargetStats {
     }
 
     fn note_arrival(&mut self, send_index: u64, arrival: u64) {
+        // Truncation is the point: see [`ArrivalNote`].
+        let (send_index, arrival) = (send_index as u32, arrival as u32);
         // This reply is reordered if a later-sent probe's reply arrived before it.
-        let reordered_self = self
-            .recent_arrivals
-            .iter()
-            .any(|(index, other_arrival, _)| *index > send_index && *other_arrival < arrival);
+        let reordered_self = self.recent_arrivals.iter().any(|note| {
+            wrapping_after(note.send_index, send_index) && wrapping_after(arrival, note.arrival)
+        });
         // Earlier-sent probes whose replies arrived after this one are reordered.
-        for (index, other_arrival, counted) in &mut self.recent_arrivals {
-            if *index < send_index && *other_arrival > arrival && !*counted {
-                *counted = true;
+        for note in &mut self.recent_arrivals {
+            if wrapping_after(send_index, note.send_index)
+                && wrapping_after(note.arrival, arrival)
+                && !note.counted
+            {
+                note.counted = true;
                 self.reordered += 1;
             }
         }
@@ -127,17 +146,26 @@ impl TargetStats {
             self.recent_arrivals
                 .reserve_exact(REORDER_WINDOW as usize + 2);
         }
-        self.recent_arrivals
-            .push((send_index, arrival, reordered_self));
+        self.recent_arrivals.push(ArrivalNote {
+            send_index,
+            arrival,
+            counted: reordered_self,
+        });
         let newest = self
             .recent_arrivals
             .iter()
-            .map(|(index, _, _)| *index)
-            .max()
-            .unwrap_or(send_index);
-        let oldest_kept = newest.saturating_sub(REORDER_WINDOW);
-        self.recent_arrivals
-            .retain(|(index, _, _)| *index >= oldest_kept);
+            .map(|note| note.send_index)
+            .fold(send_index, |newest, index| {
+                if wrapping_after(index, newest) {
+                    index
+                } else {
+                    newest
+                }
+            });
+        let oldest_kept = newest.wrapping_sub(REORDER_WINDOW as u32);
+        self.recent_arrivals.retain(|note| {
+            note.send_index == oldest_kept || wrapping_after(note.send_index, oldest_kept)
+        });
     }
 
     /// No echo reply by the deadline; `error` is the ICMP error that ended it early, if any.
@@ -432,6 +460,32 @@ mod tests {
         other.record_reply(&buckets, 0.0001, 3, 11);
         assert_eq!(other.reordered, 1);
         assert_eq!(other.received, 3);
+    }
+
+    #[test]
+    fn reordering_is_judged_across_the_32_bit_wrap() {
+        let buckets = [0.001];
+        let mut stats = TargetStats::new(1);
+        // Send indices and arrival numbers that cross 2^32 (kept as their low 32 bits).
+        let base = u64::from(u32::MAX) - 1;
+        stats.record_reply(&buckets, 0.0001, base, base + 100);
+        stats.record_reply(&buckets, 0.0001, base + 2, base + 101);
+        stats.record_reply(&buckets, 0.0001, base + 1, base + 102);
+        assert_eq!(stats.reordered, 1);
+        stats.record_reply(&buckets, 0.0001, base + 3, base + 103);
+        assert_eq!(stats.reordered, 1, "in order after the wrap");
+        // A reply sent before one that already arrived is reordered, however far back.
+        stats.record_reply(&buckets, 0.0001, base + 40, base + 104);
+        stats.record_reply(&buckets, 0.0001, base + 10, base + 105);
+        assert_eq!(stats.reordered, 2);
+        // Only the last REORDER_WINDOW sends are remembered.
+        assert!(stats.recent_arrivals.len() <= REORDER_WINDOW as usize + 1);
+        assert!(
+            stats
+                .recent_arrivals
+                .iter()
+                .all(|note| note.send_index >= (base + 40 - REORDER_WINDOW) as u32)
+        );
     }
 
     #[test]
