@@ -61,12 +61,12 @@ fn emitted_names() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut stats = TargetStats::new(buckets.len());
     stats.record_sent();
     stats.record_reply(&buckets, 0.002, 0, 0);
-    let labels = render_labels(&[
-        ("address".into(), "198.18.0.2".into()),
-        ("ip_protocol".into(), "ip4".into()),
-        ("network".into(), "198.18.0.0/24".into()),
-        ("peer".into(), "b".into()),
-    ]);
+    let labels = render_labels(&meshprobe::mesh::labels::LabelSet::new([
+        ("address", "198.18.0.2"),
+        ("ip_protocol", "ip4"),
+        ("network", "198.18.0.0/24"),
+        ("peer", "b"),
+    ]));
     let rows = [RenderRow {
         labels: &labels,
         stats: stats.snapshot(),

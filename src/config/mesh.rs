@@ -41,7 +41,7 @@ pub struct TargetGroup {
     pub targets: Vec<String>,
     /// Shared with every peer entry made from this group (no copy per entry).
     #[serde(default)]
-    pub labels: std::sync::Arc<BTreeMap<String, String>>,
+    pub labels: std::sync::Arc<crate::mesh::labels::LabelSet>,
 }
 
 /// A DNS name whose A and AAAA records are all peers.
@@ -267,7 +267,7 @@ pub fn check_target_group(group: &TargetGroup) -> Result<(), String> {
             ));
         }
     }
-    for name in group.labels.keys() {
+    for (name, _) in group.labels.iter() {
         check_peer_label_name(name)?;
     }
     Ok(())

@@ -36,7 +36,7 @@ fn full_section_parses_with_fixed_keys() {
     assert_eq!(mesh.packets_per_interval, 2);
     assert_eq!(mesh.timeout, Duration::from_millis(400));
     assert_eq!(mesh.networks.len(), 3);
-    assert_eq!(mesh.peers.static_groups[0].labels["rack"], "r1");
+    assert_eq!(mesh.peers.static_groups[0].labels["rack"], *"r1");
     assert_eq!(
         mesh.peers.files,
         [PathBuf::from("/etc/meshprobe/peers.json")]

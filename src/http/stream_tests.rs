@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use super::*;
 use crate::config::Config;
 use crate::icmp::IcmpErrorKind;
+use crate::mesh::labels::LabelSet;
 use crate::mesh::runner::Mesh;
 use crate::mesh::targets::TargetSpec;
 
@@ -30,25 +31,25 @@ fn mesh(per_group: bool) -> Mesh {
                 IpAddr::from([198, 18, 64 + (index / 250) as u8, 1 + (index % 250) as u8]);
             TargetSpec {
                 address,
-                labels: vec![
-                    ("address".into(), address.to_string()),
-                    ("network".into(), "lab".into()),
-                    ("peer".into(), format!("peer-{index:05}")),
-                    ("rack".into(), format!("r{:03}", index / 40)),
-                ],
+                labels: Arc::new(LabelSet::new([
+                    ("address", address.to_string()),
+                    ("network", "lab".into()),
+                    ("peer", format!("peer-{index:05}")),
+                    ("rack", format!("r{:03}", index / 40)),
+                ])),
             }
         })
         .collect();
     // Per group: every rack but the first shares one series set, as `inter_group_series:
     // per_group` exports it.
-    let export = move |spec: &TargetSpec| -> Vec<(String, String)> {
+    let export = move |spec: &TargetSpec| -> Arc<LabelSet> {
         if per_group && spec.label("rack") != "r000" {
-            vec![
-                ("network".into(), "lab".into()),
-                ("rack".into(), spec.label("rack").into()),
-            ]
+            Arc::new(LabelSet::new([
+                ("network", "lab"),
+                ("rack", spec.label("rack")),
+            ]))
         } else {
-            spec.labels.clone()
+            Arc::clone(&spec.labels)
         }
     };
     let mesh = Mesh::idle_for_tests(config.clone(), specs, &export);

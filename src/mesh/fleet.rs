@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::labels::LabelSet;
 use super::peers::PeerEntry;
 use super::targets::TargetSpec;
 use super::tiered::{Member, Tiered};
@@ -51,8 +52,8 @@ pub fn select(
             .group_by
             .as_ref()
             .and_then(|label| entry.labels.get(label))
-            .cloned()
             .unwrap_or_default()
+            .to_string()
     };
     let own_entry = entries
         .iter()
@@ -112,7 +113,7 @@ pub fn exported_labels(
     own_group: Option<&str>,
     fleet: &Fleet,
     mesh_labels: &BTreeMap<String, String>,
-) -> Option<Vec<(String, String)>> {
+) -> Option<LabelSet> {
     if fleet.inter_group_series != InterGroupSeries::PerGroup {
         return None;
     }
@@ -124,12 +125,11 @@ pub fn exported_labels(
         spec.labels
             .iter()
             .filter(|(key, _)| {
-                key == label
-                    || key == "network"
-                    || key == "ip_protocol"
-                    || mesh_labels.contains_key(key.as_str())
+                *key == label
+                    || *key == "network"
+                    || *key == "ip_protocol"
+                    || mesh_labels.contains_key(*key)
             })
-            .cloned()
             .collect(),
     )
 }
@@ -185,7 +185,7 @@ mod tests {
             for e in select(&entries, &own, &tiered(), &BTreeMap::new(), 0).entries {
                 if e.labels["rack"] != me.labels["rack"] {
                     *pairs
-                        .entry((me.labels["rack"].clone(), e.labels["rack"].clone()))
+                        .entry((me.labels["rack"].to_string(), e.labels["rack"].to_string()))
                         .or_insert(0) += 1;
                 }
             }
@@ -201,15 +201,10 @@ mod tests {
         let fleet = tiered();
         assert_eq!(epoch(Duration::from_secs(125), &fleet), 2);
         assert_eq!(epoch(Duration::from_secs(125), &Fleet::default()), 0);
-        let labels = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
+        let labels = |pairs: &[(&str, &str)]| -> LabelSet { pairs.iter().copied().collect() };
         let spec = TargetSpec {
             address: "198.18.1.3".parse().expect("ip"),
-            labels: labels(&[
+            labels: std::sync::Arc::new(labels(&[
                 ("address", "198.18.1.3"),
                 ("host", "x"),
                 ("ip_protocol", "ip4"),
@@ -217,7 +212,7 @@ mod tests {
                 ("peer", "n4"),
                 ("rack", "r1"),
                 ("site", "lab"),
-            ]),
+            ])),
         };
         let mesh_labels: BTreeMap<String, String> =
             [("site".to_string(), "lab".to_string())].into();

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod discovery;
 pub mod fleet;
+pub mod labels;
 pub mod native;
 pub mod page;
 pub mod palette;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::labels::LabelSet;
 use super::peer_file::{Event, WatchedFile};
 use crate::config::mesh::{PeerSources, TargetGroup};
 use crate::expo::{self, MetricType};
@@ -30,7 +31,7 @@ static NOT_ALLOWED: AtomicUsize = AtomicUsize::new(0);
 /// A peer entry's labels. Shared: every address of a target group, and every copy of an entry
 /// (selection, plan, change detection), points at one map, so 100 000 entries cost one label map
 /// each, not one per copy.
-pub type PeerLabels = Arc<BTreeMap<String, String>>;
+pub type PeerLabels = Arc<LabelSet>;
 
 /// One address of one peer, with its labels (`peer` always set; `network` optional).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,7 +42,7 @@ pub struct PeerEntry {
 
 impl PeerEntry {
     pub fn peer(&self) -> &str {
-        self.labels.get("peer").map_or("", String::as_str)
+        self.labels.get("peer").unwrap_or("")
     }
 }
 
@@ -72,21 +73,22 @@ pub fn clean_label_value(value: &str) -> Option<String> {
     (cleaned != value).then_some(cleaned)
 }
 
-/// Cleans every label value of an entry; returns whether any changed. A peer name with
-/// nothing visible left becomes `peer-<hash>`.
-fn clean_labels(labels: &mut BTreeMap<String, String>) -> bool {
-    let mut changed = false;
-    for (name, value) in labels.iter_mut() {
-        if let Some(cleaned) = clean_label_value(value) {
-            *value = if cleaned.is_empty() && name == "peer" {
-                format!("peer-{:08x}", fnv1a(value))
-            } else {
-                cleaned
+/// An entry's labels with every value cleaned. A peer name with nothing visible left becomes
+/// `peer-<hash>`.
+fn cleaned_labels(labels: &LabelSet) -> LabelSet {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let value = match clean_label_value(value) {
+                Some(cleaned) if cleaned.is_empty() && name == "peer" => {
+                    format!("peer-{:08x}", fnv1a(value))
+                }
+                Some(cleaned) => cleaned,
+                None => value.to_string(),
             };
-            changed = true;
-        }
-    }
-    changed
+            (name, value)
+        })
+        .collect()
 }
 
 /// The result of one refresh.
@@ -173,7 +175,7 @@ impl PeerLoader {
             labels
                 .entry("peer".into())
                 .or_insert_with(|| dns.name.clone());
-            let labels = Arc::new(labels);
+            let labels = Arc::new(LabelSet::from(labels));
             let source: Arc<str> = Arc::from(format!("peers DNS name {}", dns.name));
             for address in self.dns.get(&dns.name).into_iter().flatten() {
                 raw.push((Arc::clone(&source), *address, Arc::clone(&labels)));
@@ -268,18 +270,18 @@ impl PeerLoader {
         for (source, address, mut labels) in raw {
             // Copy-on-write: only an entry whose labels need cleaning gets a map of its own.
             if labels
-                .values()
-                .any(|value| clean_label_value(value).is_some())
+                .iter()
+                .any(|(_, value)| clean_label_value(value).is_some())
             {
-                let original = labels.get("peer").cloned().unwrap_or_default();
-                clean_labels(Arc::make_mut(&mut labels));
+                let original = labels.get("peer").unwrap_or_default().to_string();
+                labels = Arc::new(cleaned_labels(&labels));
                 cleaned
                     .entry(source.to_string())
                     .or_default()
                     .push(original);
             }
             if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&address)) {
-                let peer = labels.get("peer").cloned().unwrap_or_default();
+                let peer = labels.get("peer").unwrap_or_default();
                 refused
                     .entry(source.to_string())
                     .or_default()

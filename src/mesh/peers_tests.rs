@@ -52,7 +52,7 @@ async fn files_are_reread_on_change_and_bad_content_keeps_the_last_good() {
     assert!(first.changed);
     let peers: Vec<&str> = first.entries.iter().map(PeerEntry::peer).collect();
     assert_eq!(peers, ["b", "c"]);
-    assert_eq!(first.entries[1].labels["network"], "lab");
+    assert_eq!(first.entries[1].labels["network"], *"lab");
     assert!(!loader.refresh().await.changed);
 
     write(
@@ -158,13 +158,10 @@ fn label_values_lose_hidden_characters_and_are_capped() {
     assert!(capped.starts_with(&"n".repeat(119)) && capped.contains('~'));
     let other = clean_label_value(&format!("{long}x")).expect("capped");
     assert_ne!(capped, other, "long names stay apart");
-    let mut labels: BTreeMap<String, String> = [
-        ("peer".to_string(), "\u{202E}\u{0}".to_string()),
-        ("rack".to_string(), "r1".to_string()),
-    ]
-    .into();
-    assert!(clean_labels(&mut labels));
-    assert!(labels["peer"].starts_with("peer-"), "{labels:?}");
+    let labels = LabelSet::new([("peer", "\u{202E}\u{0}"), ("rack", "r1")]);
+    let cleaned = cleaned_labels(&labels);
+    assert!(cleaned["peer"].starts_with("peer-"), "{cleaned:?}");
+    assert_eq!(cleaned.get("rack"), Some("r1"));
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use super::discovery::{DiscoveryOptions, has_route, local_networks};
 use super::fleet;
+use super::labels::LabelSet;
 use super::peers::PeerLoader;
 use super::plan::{LocalNetwork, Unplaced};
 use super::stats::{RenderRow, TargetStats, render_labels};
@@ -237,7 +238,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                     &mesh_config.fleet,
                     &mesh_config.labels,
                 );
-                labels.unwrap_or_else(|| spec.labels.clone())
+                labels.map_or_else(|| Arc::clone(&spec.labels), Arc::new)
             };
             let table = build_table(
                 &previous,
@@ -284,7 +285,7 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
 }
 
 /// An exported label set and its text form, shared by the targets that export it.
-type InternedLabels = (Arc<[(String, String)]>, Arc<str>);
+type InternedLabels = (Arc<LabelSet>, Arc<str>);
 
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
 /// long as the histogram buckets are the same and a native histogram is kept either both times
@@ -298,34 +299,31 @@ fn build_table(
     source_errors: Vec<String>,
     buckets: &[f64],
     native: bool,
-    export: &dyn Fn(&TargetSpec) -> Vec<(String, String)>,
+    export: &dyn Fn(&TargetSpec) -> Arc<LabelSet>,
 ) -> TargetTable {
     let same_buckets = previous.buckets == buckets;
-    let mut old: HashMap<&[(String, String)], &Arc<MeshTarget>> = HashMap::new();
+    let mut old: HashMap<&LabelSet, &Arc<MeshTarget>> = HashMap::new();
     if same_buckets {
         for target in &previous.targets {
             if target.stats().has_native() == native {
-                old.insert(&target.spec.labels, target);
+                old.insert(&*target.spec.labels, target);
             }
         }
     }
     let shared_buckets: Arc<[f64]> = Arc::from(buckets);
     // One copy of each exported label set (and its text form), however many targets share it.
-    let mut interned: HashMap<Vec<(String, String)>, InternedLabels> = HashMap::new();
+    let mut interned: HashMap<Arc<LabelSet>, InternedLabels> = HashMap::new();
     let targets: Vec<Arc<MeshTarget>> = specs
         .into_iter()
         .map(|spec| {
             let exported = export(&spec);
-            match old.get(spec.labels.as_slice()) {
-                Some(kept) if *kept.exported_labels == exported[..] => Arc::clone(kept),
+            match old.get(&*spec.labels) {
+                Some(kept) if kept.exported_labels == exported => Arc::clone(kept),
                 _ => {
                     let (exported_labels, rendered_labels) = interned
                         .entry(exported)
                         .or_insert_with_key(|labels| {
-                            (
-                                Arc::from(labels.as_slice()),
-                                Arc::from(render_labels(labels)),
-                            )
+                            (Arc::clone(labels), Arc::from(render_labels(labels)))
                         })
                         .clone();
                     Arc::new(MeshTarget {
@@ -407,7 +405,7 @@ impl Mesh {
     pub(crate) fn idle_for_tests(
         config: MeshConfig,
         specs: Vec<TargetSpec>,
-        export: &dyn Fn(&TargetSpec) -> Vec<(String, String)>,
+        export: &dyn Fn(&TargetSpec) -> Arc<LabelSet>,
     ) -> Mesh {
         let pinger = Pinger::with_transport(crate::icmp::fake::FakeTransport::new());
         let table = build_table(

@@ -69,9 +69,15 @@ fn table(addresses: &[&str]) -> TargetTable {
             Arc::new(MeshTarget {
                 spec: TargetSpec {
                     address,
-                    labels: vec![("peer".into(), address.to_string())],
+                    labels: Arc::new(crate::mesh::labels::LabelSet::new([(
+                        "peer",
+                        address.to_string(),
+                    )])),
                 },
-                exported_labels: Arc::from(vec![("peer".into(), address.to_string())]),
+                exported_labels: Arc::new(crate::mesh::labels::LabelSet::new([(
+                    "peer",
+                    address.to_string(),
+                )])),
                 rendered_labels: Arc::from(format!("peer=\"{address}\"")),
                 stats: Mutex::new(TargetStats::new(1)),
                 recent: Mutex::new(RecentWindow::default()),

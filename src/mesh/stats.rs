@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::ops::ControlFlow;
 
+use super::labels::LabelSet;
 use super::native::NativeHistogram;
 use crate::expo::{self, MetricType};
 use crate::icmp::IcmpErrorKind;
@@ -257,7 +258,7 @@ fn line(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>,
 }
 
 /// Renders a label set as `k="v",…` with Prometheus escaping.
-pub fn render_labels(labels: &[(String, String)]) -> String {
+pub fn render_labels(labels: &LabelSet) -> String {
     let mut out = String::new();
     for (index, (key, value)) in labels.iter().enumerate() {
         if index > 0 {
@@ -498,7 +499,7 @@ mod tests {
         stats.record_reply(&buckets, 0.0005, 1, 1);
         stats.record_reply(&buckets, 0.5, 2, 2);
         stats.record_lost(Some(IcmpErrorKind::TimeExceeded));
-        let labels = render_labels(&[("peer".into(), "b".into())]);
+        let labels = render_labels(&LabelSet::new([("peer", "b")]));
         let mut out = String::new();
         let rows = [RenderRow {
             labels: &labels,

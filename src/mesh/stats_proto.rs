@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
+use super::labels::LabelSet;
 use super::stats::{Column, FAMILIES, TargetStats};
 use crate::config::mesh::HistogramMode;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
@@ -21,7 +22,7 @@ use crate::proto::{Bucket, Counter, Gauge, Histogram, MetricFamily, MetricType};
 /// One target for the protobuf rendering: its labels in exposition order, and a consistent
 /// copy of its stats.
 pub struct ProtoRow<'a> {
-    pub labels: &'a [(String, String)],
+    pub labels: &'a LabelSet,
     pub stats: TargetStats,
 }
 
@@ -147,11 +148,8 @@ fn message_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn metric_len(labels: &[(String, String)], extra: Option<(&str, &str)>, value: &Value) -> usize {
-    let pairs = labels
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .chain(extra);
+fn metric_len(labels: &LabelSet, extra: Option<(&str, &str)>, value: &Value) -> usize {
+    let pairs = labels.iter().chain(extra);
     let labels_len: usize = pairs
         .map(|(name, value)| message_field_len(METRIC_LABEL, pair_len(name, value)))
         .sum();
@@ -165,19 +163,10 @@ fn metric_len(labels: &[(String, String)], extra: Option<(&str, &str)>, value: &
 
 /// Writes one `Metric` as a field of its family: labels (field 1), then the value's field, in
 /// prost's field order.
-fn write_metric(
-    out: &mut Vec<u8>,
-    labels: &[(String, String)],
-    extra: Option<(&str, &str)>,
-    value: &Value,
-) {
+fn write_metric(out: &mut Vec<u8>, labels: &LabelSet, extra: Option<(&str, &str)>, value: &Value) {
     encode_key(FAMILY_METRIC, WireType::LengthDelimited, out);
     encode_varint(metric_len(labels, extra, value) as u64, out);
-    let pairs = labels
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .chain(extra);
-    for (name, value) in pairs {
+    for (name, value) in labels.iter().chain(extra) {
         encode_key(METRIC_LABEL, WireType::LengthDelimited, out);
         encode_varint(pair_len(name, value) as u64, out);
         for (tag, text) in [(PAIR_NAME, name), (PAIR_VALUE, value)] {
@@ -284,10 +273,7 @@ mod tests {
 
     #[test]
     fn round_trip_matches_the_stats_in_every_mode() {
-        let labels = vec![
-            ("peer".to_string(), "b".to_string()),
-            ("network".to_string(), "198.18.0.0/24".to_string()),
-        ];
+        let labels = LabelSet::new([("peer", "b"), ("network", "198.18.0.0/24")]);
         let rows = [ProtoRow {
             labels: &labels,
             stats: stats(),
@@ -308,7 +294,14 @@ mod tests {
         let sent = family("meshprobe_mesh_sent_total");
         assert_eq!(sent.r#type, Some(MetricType::Counter as i32));
         assert_eq!(sent.metric[0].counter, Some(Counter { value: Some(4.0) }));
-        assert_eq!(sent.metric[0].label[0], LabelPair::new("peer", "b"));
+        // Labels in name order, as every label set is kept.
+        assert_eq!(
+            sent.metric[0].label[..2],
+            [
+                LabelPair::new("network", "198.18.0.0/24"),
+                LabelPair::new("peer", "b")
+            ]
+        );
         let errors = family("meshprobe_mesh_errors_total");
         assert_eq!(
             errors.metric[0].label.last(),
@@ -358,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_target_without_replies_is_still_a_native_histogram() {
-        let labels = vec![("peer".to_string(), "dead".to_string())];
+        let labels = LabelSet::new([("peer", "dead")]);
         let rows = [ProtoRow {
             labels: &labels,
             stats: TargetStats::new(2),
@@ -415,16 +408,16 @@ mod tests {
     #[test]
     fn streamed_families_are_byte_for_byte_prosts_whole_families() {
         let buckets = [0.001, 0.01];
-        let label_sets: Vec<Vec<(String, String)>> = (0..3000)
+        let label_sets: Vec<LabelSet> = (0..3000)
             .map(|index| {
-                vec![
+                LabelSet::new([
                     (
-                        "peer".to_string(),
+                        "peer",
                         format!("peer-{index:05}-{}", "x".repeat(index % 40)),
                     ),
-                    ("network".to_string(), "198.18.0.0/15".to_string()),
-                    ("empty".to_string(), String::new()),
-                ]
+                    ("network", "198.18.0.0/15".to_string()),
+                    ("empty", String::new()),
+                ])
             })
             .collect();
         let rows: Vec<ProtoRow<'_>> = label_sets
@@ -471,7 +464,7 @@ mod tests {
 
     #[test]
     fn rendering_stops_when_the_sink_says_so() {
-        let labels = vec![("peer".to_string(), "a".repeat(200))];
+        let labels = LabelSet::new([("peer", "a".repeat(200))]);
         let rows: Vec<ProtoRow<'_>> = (0..5000)
             .map(|_| ProtoRow {
                 labels: &labels,

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 
+use super::labels::LabelSet;
 use super::plan::Unplaced;
 use super::stats::TargetStats;
 use super::targets::TargetSpec;
@@ -29,7 +30,7 @@ pub struct MeshTarget {
     /// The label set its series carry: its own, or its peer group's with
     /// `inter_group_series: per_group` (then several targets share one).
     /// Interned: the targets of one per-group series set share one copy.
-    pub exported_labels: Arc<[(String, String)]>,
+    pub exported_labels: Arc<LabelSet>,
     /// `exported_labels` in the text format (interned likewise).
     pub rendered_labels: Arc<str>,
     pub stats: Mutex<TargetStats>,

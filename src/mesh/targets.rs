@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use super::labels::LabelSet;
 use super::peers::PeerEntry;
 use super::plan::{LocalNetwork, NetworkSelector, Peer, Unplaced, plan_with_routes};
 use crate::icmp::Family;
@@ -18,7 +20,8 @@ use crate::icmp::Family;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetSpec {
     pub address: IpAddr,
-    pub labels: Vec<(String, String)>,
+    /// Shared with the target's exported labels when they are the same set (the default).
+    pub labels: Arc<LabelSet>,
 }
 
 impl TargetSpec {
@@ -27,10 +30,7 @@ impl TargetSpec {
     }
 
     pub fn label(&self, name: &str) -> &str {
-        self.labels
-            .iter()
-            .find(|(key, _)| key == name)
-            .map_or("", |(_, value)| value.as_str())
+        self.labels.get(name).unwrap_or("")
     }
 }
 
@@ -44,22 +44,28 @@ pub struct TargetSet {
 
 fn spec(
     address: IpAddr,
-    network: String,
-    entry_labels: &BTreeMap<String, String>,
+    network: &str,
+    entry_labels: &LabelSet,
     mesh_labels: &BTreeMap<String, String>,
 ) -> TargetSpec {
-    let mut labels: BTreeMap<String, String> = mesh_labels.clone();
-    labels.extend(entry_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert("network".into(), network);
-    labels.insert("address".into(), address.to_string());
     let protocol = match Family::of(&address) {
         Family::V4 => "ip4",
         Family::V6 => "ip6",
     };
-    labels.insert("ip_protocol".into(), protocol.into());
+    let address_text = address.to_string();
+    // Later pairs win: the entry's labels over the mesh's, the fixed ones over both.
+    let labels = mesh_labels
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .chain(entry_labels.iter())
+        .chain([
+            ("network", network),
+            ("address", address_text.as_str()),
+            ("ip_protocol", protocol),
+        ]);
     TargetSpec {
         address,
-        labels: labels.into_iter().collect(),
+        labels: Arc::new(LabelSet::new(labels)),
     }
 }
 
@@ -78,12 +84,10 @@ pub fn build_targets(
             // This node's own entry in a shared peers file: not a peer, with a `network`
             // label or without (`plan` skips planned ones the same way).
             Some(_) if local.iter().any(|n| n.address == entry.address) => {}
-            Some(network) => set.targets.push(spec(
-                entry.address,
-                network.clone(),
-                &entry.labels,
-                mesh_labels,
-            )),
+            Some(network) => {
+                set.targets
+                    .push(spec(entry.address, network, &entry.labels, mesh_labels))
+            }
             None => planned_entries.push(entry),
         }
     }
@@ -109,7 +113,7 @@ pub fn build_targets(
             .unwrap_or_default();
         set.targets.push(spec(
             target.address,
-            target.network_label(),
+            &target.network_label(),
             &labels,
             mesh_labels,
         ));
@@ -186,7 +190,7 @@ mod tests {
             .expect("c routed");
         assert_eq!(c.label("network"), "routed");
         assert!(routed.unplaced.is_empty());
-        let names: Vec<&str> = b.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = b.labels.iter().map(|(k, _)| k).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);

@@ -124,8 +124,8 @@ impl MeshView {
                     extra_labels: spec
                         .labels
                         .iter()
-                        .filter(|(key, _)| !RESERVED_LABELS.contains(&key.as_str()))
-                        .cloned()
+                        .filter(|(key, _)| !RESERVED_LABELS.contains(key))
+                        .map(|(key, value)| (key.to_string(), value.to_string()))
                         .collect(),
                     state: State::of(&summary),
                     summary,
