@@ -5,7 +5,8 @@
 //! below [`ZERO_THRESHOLD`], the bound of [`MAX_BUCKETS`] populated buckets (beyond it the
 //! resolution halves, as client_golang's `NativeHistogramMaxBucketNumber` does when it may not
 //! reset), and the span/delta encoding of the protobuf message. Only populated buckets are
-//! stored, 16 bytes each. It does no I/O and knows nothing about labels or exposition.
+//! stored, 8 bytes each (a 32-bit count, widened to 64 bits for a bucket that passes 2^32), grown
+//! a few at a time. It does no I/O and knows nothing about labels or exposition.
 
 use crate::proto::{BucketSpan, Histogram};
 
@@ -28,8 +29,87 @@ pub const MAX_BUCKETS: usize = 160;
 pub struct NativeHistogram {
     schema: i32,
     zero_count: u64,
-    /// (bucket index, count), sorted by index; bucket k holds (2^((k-1)/2^s), 2^(k/2^s)].
-    buckets: Vec<(i32, u64)>,
+    /// Bucket k holds (2^((k-1)/2^s), 2^(k/2^s)].
+    buckets: BucketCounts,
+}
+
+/// How many bucket slots a histogram grows by when a new bucket appears (doubling would leave a
+/// quarter of the memory unused on average, at 100 000 targets 10 MB).
+const GROWTH: usize = 8;
+
+/// Populated buckets, sorted by index. A count is kept as a u32 in `narrow` until it would pass
+/// `u32::MAX` (4.3 billion replies in one bucket: 136 years at one probe a second), then as a
+/// u64 in `wide`; each bucket is in exactly one of them, so equal histograms compare equal.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct BucketCounts {
+    narrow: Vec<(i32, u32)>,
+    wide: Vec<(i32, u64)>,
+}
+
+impl BucketCounts {
+    fn len(&self) -> usize {
+        self.narrow.len() + self.wide.len()
+    }
+
+    /// Adds `count` to bucket `key`.
+    fn add(&mut self, key: i32, count: u64) {
+        if let Ok(position) = self.wide.binary_search_by_key(&key, |(index, _)| *index) {
+            self.wide[position].1 += count;
+            return;
+        }
+        match self.narrow.binary_search_by_key(&key, |(index, _)| *index) {
+            Ok(position) => {
+                let total = u64::from(self.narrow[position].1) + count;
+                match u32::try_from(total) {
+                    Ok(total) => self.narrow[position].1 = total,
+                    Err(_) => {
+                        self.narrow.remove(position);
+                        insert_wide(&mut self.wide, key, total);
+                    }
+                }
+            }
+            Err(position) => match u32::try_from(count) {
+                Ok(count) => {
+                    if self.narrow.len() == self.narrow.capacity() {
+                        self.narrow.reserve_exact(GROWTH);
+                    }
+                    self.narrow.insert(position, (key, count));
+                }
+                Err(_) => insert_wide(&mut self.wide, key, count),
+            },
+        }
+    }
+
+    /// (index, count) in index order.
+    fn iter(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        let mut narrow = self.narrow.iter().peekable();
+        let mut wide = self.wide.iter().peekable();
+        std::iter::from_fn(move || match (narrow.peek(), wide.peek()) {
+            (Some(n), Some(w)) if w.0 < n.0 => wide.next().copied(),
+            (Some(_), _) => narrow
+                .next()
+                .map(|&(index, count)| (index, u64::from(count))),
+            (None, _) => wide.next().copied(),
+        })
+    }
+
+    /// Buckets from (index, count) pairs in index order.
+    fn from_sorted(pairs: impl Iterator<Item = (i32, u64)>) -> BucketCounts {
+        let mut buckets = BucketCounts::default();
+        for (index, count) in pairs {
+            match u32::try_from(count) {
+                Ok(count) => buckets.narrow.push((index, count)),
+                Err(_) => buckets.wide.push((index, count)),
+            }
+        }
+        buckets.narrow.shrink_to_fit();
+        buckets
+    }
+}
+
+fn insert_wide(wide: &mut Vec<(i32, u64)>, key: i32, count: u64) {
+    let position = wide.partition_point(|(index, _)| *index < key);
+    wide.insert(position, (key, count));
 }
 
 impl Default for NativeHistogram {
@@ -37,7 +117,7 @@ impl Default for NativeHistogram {
         NativeHistogram {
             schema: SCHEMA,
             zero_count: 0,
-            buckets: Vec::new(),
+            buckets: BucketCounts::default(),
         }
     }
 }
@@ -51,11 +131,7 @@ impl NativeHistogram {
             self.zero_count += 1;
             return;
         }
-        let key = bucket_index(value, self.schema);
-        match self.buckets.binary_search_by_key(&key, |(index, _)| *index) {
-            Ok(position) => self.buckets[position].1 += 1,
-            Err(position) => self.buckets.insert(position, (key, 1)),
-        }
+        self.buckets.add(bucket_index(value, self.schema), 1);
         while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
             self.halve_resolution();
         }
@@ -80,11 +156,8 @@ impl NativeHistogram {
             other.halve_resolution();
         }
         self.zero_count += other.zero_count;
-        for (key, count) in other.buckets {
-            match self.buckets.binary_search_by_key(&key, |(index, _)| *index) {
-                Ok(position) => self.buckets[position].1 += count,
-                Err(position) => self.buckets.insert(position, (key, count)),
-            }
+        for (key, count) in other.buckets.iter() {
+            self.buckets.add(key, count);
         }
         while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
             self.halve_resolution();
@@ -96,14 +169,14 @@ impl NativeHistogram {
     fn halve_resolution(&mut self) {
         self.schema -= 1;
         let mut merged: Vec<(i32, u64)> = Vec::with_capacity(self.buckets.len() / 2 + 1);
-        for (index, count) in self.buckets.drain(..) {
+        for (index, count) in self.buckets.iter() {
             let coarse = (index + 1) >> 1;
             match merged.last_mut() {
                 Some((last, total)) if *last == coarse => *total += count,
                 _ => merged.push((coarse, count)),
             }
         }
-        self.buckets = merged;
+        self.buckets = BucketCounts::from_sorted(merged.into_iter());
     }
 
     /// Fills the native fields of a protobuf histogram (count and sum are shared with the
@@ -118,7 +191,7 @@ impl NativeHistogram {
         let mut deltas = Vec::with_capacity(self.buckets.len());
         let mut previous: Option<i32> = None;
         let mut previous_count = 0i64;
-        for &(index, count) in &self.buckets {
+        for (index, count) in self.buckets.iter() {
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             match previous {
                 Some(last) if index - last <= 3 => {
@@ -258,7 +331,7 @@ mod tests {
             native.observe(value);
         }
         native.fill(&mut histogram);
-        let expected: Vec<(i32, u64)> = native.buckets.clone();
+        let expected: Vec<(i32, u64)> = native.buckets.iter().collect();
         assert_eq!(expand(&histogram), expected);
         assert_eq!(histogram.zero_count, Some(1));
         assert_eq!(histogram.schema, Some(4));
@@ -286,5 +359,50 @@ mod tests {
             reference.observe(1e-6 * 1.01f64.powi(step));
         }
         assert_eq!(reference, native);
+    }
+
+    #[test]
+    fn a_bucket_past_u32_max_keeps_counting_exactly() {
+        let mut buckets = BucketCounts::default();
+        buckets.add(5, u64::from(u32::MAX) - 1);
+        buckets.add(-3, 7);
+        buckets.add(5, 1);
+        assert_eq!(buckets.wide.len(), 0, "u32::MAX itself still fits");
+        buckets.add(5, 1);
+        buckets.add(9, 1);
+        buckets.add(5, 10);
+        let expected = [(-3, 7), (5, u64::from(u32::MAX) + 11), (9, 1)];
+        assert_eq!(buckets.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(buckets.len(), 3);
+        assert_eq!((buckets.narrow.len(), buckets.wide.len()), (2, 1));
+        // Rebuilt from its pairs it is the same, and so is a merge into an empty histogram.
+        assert_eq!(BucketCounts::from_sorted(expected.into_iter()), buckets);
+        let mut native = NativeHistogram {
+            buckets: buckets.clone(),
+            ..NativeHistogram::default()
+        };
+        let mut merged = NativeHistogram::default();
+        merged.merge(&native);
+        assert_eq!(merged, native);
+        // Halving adds the big bucket to its neighbour without losing a count.
+        native.halve_resolution();
+        let total: u64 = native.buckets.iter().map(|(_, count)| count).sum();
+        assert_eq!(total, u64::from(u32::MAX) + 19);
+        // And the protobuf deltas carry it.
+        let mut histogram = Histogram::default();
+        native.fill(&mut histogram);
+        let sent: Vec<(i32, u64)> = expand(&histogram);
+        assert_eq!(sent, native.buckets.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn growth_is_a_few_buckets_at_a_time() {
+        let mut native = NativeHistogram::default();
+        for step in 0..40 {
+            native.observe(20e-6 * 1.05f64.powi(step));
+        }
+        let populated = native.populated_buckets();
+        assert!(populated >= 30, "{populated}");
+        assert!(native.buckets.narrow.capacity() < populated + GROWTH);
     }
 }
