@@ -251,6 +251,10 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             );
             tracing::info!(targets = table.targets.len(), "mesh target set updated");
             shared.store_table(table);
+            // Building a table of 100 000 targets parses and copies far more than it keeps:
+            // hand the difference back rather than keep it as RSS for the life of the process.
+            drop(previous);
+            crate::sys::release_freed_memory();
             last_networks = networks;
             last_config = Some(mesh_config.clone());
             last_epoch = epoch;
