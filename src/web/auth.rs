@@ -319,7 +319,12 @@ mod tests {
 
     #[tokio::test]
     async fn one_pending_check_per_client_and_shared_checks_for_the_same_credentials() {
-        let auth = alice();
+        // Cost 11 (about 0.1 s a check): with cost 4 the first check could finish on the blocking
+        // pool while a loaded machine preempts this thread, before the others are polled.
+        let slow_hash = bcrypt::hash_with_salt("s3cret:x", 11, [7; 16])
+            .expect("hash")
+            .format_for_version(bcrypt::Version::TwoY);
+        let auth = BasicAuth::new([("alice".to_string(), Some(slow_hash))].into()).expect("valid");
         let a: IpAddr = "198.18.0.1".parse().expect("ip");
         let b: IpAddr = "198.18.0.2".parse().expect("ip");
         let (right, right_again, wrong, other_client) = (
