@@ -330,6 +330,13 @@ pub fn parse_file_sd(
         }
         groups
     };
+    let mut groups = groups;
+    for group in &mut groups {
+        // Kept for the file's life: without the parser's spare capacity (a one-address group
+        // would hold room for four, 70 bytes per target).
+        group.targets.shrink_to_fit();
+    }
+    groups.shrink_to_fit();
     for (index, group) in groups.iter().enumerate() {
         check_target_group(group).map_err(|e| {
             let peer = group

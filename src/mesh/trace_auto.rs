@@ -216,10 +216,9 @@ impl Watch {
         }
         let mut in_trouble = HashSet::new();
         for target in targets {
-            let state = State::of(&target.recent().summary());
-            let trigger = match state {
-                State::Lossy => Some(Trigger::Lossy),
-                State::Dead => Some(Trigger::Dead),
+            let trigger = match State::trouble_of(&target.recent()) {
+                Some(State::Lossy) => Some(Trigger::Lossy),
+                Some(State::Dead) => Some(Trigger::Dead),
                 _ => None,
             };
             if trigger.is_none() && config.trace.interval.is_none() {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::table::TargetTable;
 use super::trace_auto::{PathBook, TracedPath, target_key};
 use super::trace_export::path_json;
-use super::window::{WINDOW_PROBES, WindowSummary};
+use super::window::{RecentWindow, WINDOW_PROBES, WindowSummary};
 use crate::config::mesh::RESERVED_LABELS;
 
 /// A target whose window loses at least this share of probes is "lossy".
@@ -45,6 +45,19 @@ impl State {
             State::Lossy => "lossy",
             State::Dead => "dead",
             State::NoData => "nodata",
+        }
+    }
+
+    /// [`State::Lossy`] or [`State::Dead`] if [`State::of`] would judge the window so, from its
+    /// counts alone (no quantiles): what the automatic tracer asks of every target.
+    pub fn trouble_of(window: &RecentWindow) -> Option<State> {
+        match window.reply_counts() {
+            (0, _) => None,
+            (_, 0) => Some(State::Dead),
+            (probes, received) if (probes - received) as f64 / probes as f64 >= LOSSY_RATIO => {
+                Some(State::Lossy)
+            }
+            _ => None,
         }
     }
 
@@ -252,6 +265,38 @@ fn host_name() -> String {
 mod tests {
     use super::*;
     use crate::mesh::window::RecentWindow;
+
+    #[test]
+    fn trouble_from_counts_agrees_with_the_full_judgement() {
+        let at = SystemTime::UNIX_EPOCH;
+        let refused = crate::mesh::window::ProbeError::Busy;
+        // Every mix of replies, losses and refused sends up to 30 probes, fast and slow.
+        for replies in 0..30u32 {
+            for lost in 0..30u32 {
+                for not_sent in [0u32, 3] {
+                    for rtt_ms in [1u64, 900] {
+                        let mut window = RecentWindow::default();
+                        for n in 0..replies + lost + not_sent {
+                            if n < replies {
+                                window.record_reply(Duration::from_millis(rtt_ms));
+                            } else if n < replies + lost {
+                                window.record_lost(None, at);
+                            } else {
+                                window.record_not_sent(refused, at);
+                            }
+                        }
+                        let full = State::of(&window.summary());
+                        let expected = matches!(full, State::Lossy | State::Dead).then_some(full);
+                        assert_eq!(
+                            State::trouble_of(&window),
+                            expected,
+                            "{replies} replies, {lost} lost, {not_sent} not sent, {rtt_ms} ms"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn summary_of(replies_ms: &[f64], losses: usize) -> WindowSummary {
         let mut window = RecentWindow::default();

@@ -140,6 +140,16 @@ impl RecentWindow {
         (0..len).map(move |offset| self.codes[(start + offset) % WINDOW_PROBES])
     }
 
+    /// (finished probes, probes with a reply) in the window: what loss needs, without the
+    /// sorting and the allocation of [`RecentWindow::summary`].
+    pub fn reply_counts(&self) -> (usize, usize) {
+        let received = self
+            .outcomes()
+            .filter(|code| *code != LOST && *code != NOT_SENT)
+            .count();
+        (usize::from(self.len), received)
+    }
+
     pub fn summary(&self) -> WindowSummary {
         let mut rtts: Vec<u16> = Vec::with_capacity(usize::from(self.len));
         let (mut lost, mut not_sent) = (0, 0);
