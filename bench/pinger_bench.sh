@@ -40,6 +40,11 @@
 #                                namespace's stack in the sender's softirq, so the gateway's
 #                                forwarding (both ways) is charged to the prober's CPU time;
 #                                direct leaves only the peer's echo reply there.
+#   ISOLATE=0      1: keep the test network's kernel work off the prober's CPU, as a real NIC
+#                  would: the program is pinned to CPU 0 (taskset), and receive packet steering
+#                  (rps_cpus) processes every packet that enters the gateway or the peer on
+#                  CPU 1, and the replies that come back to the prober on CPU 0. The prober's
+#                  cores are then its own sends, its own receives and its user time.
 #   PERF=0         1: per-syscall counts (perf stat) and the top symbols (perf record) of the
 #                  window, for meshprobe
 #   MESHPROBE_BIN=<repo>/target/release/meshprobe  FPING_BIN=/usr/bin/fping
@@ -65,6 +70,7 @@ SMOKEPING_MAX="${SMOKEPING_MAX:-10000}"
 STRESS="${STRESS:-0}"
 MESHPROBE_NICE="${MESHPROBE_NICE:-0}"
 PERF="${PERF:-0}"
+ISOLATE="${ISOLATE:-0}"
 MESH_INTERVAL="${MESH_INTERVAL:-1s}"
 MESHPROBE_FLAGS="${MESHPROBE_FLAGS:-}"
 TOPOLOGY="${TOPOLOGY:-gateway}"
@@ -133,6 +139,18 @@ else
         ip -n "$NS_G" route add "$range" via 198.18.0.6
         ip -n "$NS_Q" route add local "$range" dev lo
     done
+fi
+if (( ISOLATE == 1 )); then
+    (( $(nproc) >= 2 )) || die "ISOLATE=1 needs two CPUs"
+    set_rps() { ip netns exec "$1" sh -c "echo $3 > /sys/class/net/$2/queues/rx-0/rps_cpus"; }
+    set_rps "$NS_P" mpg-p 1                      # replies back to the prober: CPU 0
+    set_rps "$NS_Q" mpg-q 2                      # the peer's echo work: CPU 1
+    if [[ $TOPOLOGY == gateway ]]; then
+        set_rps "$NS_G" mpg-g1 2; set_rps "$NS_G" mpg-g2 2   # forwarding: CPU 1
+    fi
+    PIN=(taskset -c 0)
+else
+    PIN=()
 fi
 ip netns exec "$NS_P" "$FPING_BIN" -q -c 1 -t 2000 198.19.255.254 2> /dev/null || die "the peer does not answer"
 
@@ -203,19 +221,19 @@ mesh:
     max_targets: 200000
     max_file_bytes: 67108864
 EOF
-            ip netns exec "$NS_P" nice -n "$MESHPROBE_NICE" "$MESHPROBE_BIN" --config.file "$RESULTS_DIR/$name.yml" \
+            ip netns exec "$NS_P" "${PIN[@]}" nice -n "$MESHPROBE_NICE" "$MESHPROBE_BIN" --config.file "$RESULTS_DIR/$name.yml" \
                 --web.listen-address "127.0.0.1:$PORT" $MESHPROBE_FLAGS > "$log" 2>&1 &
             ;;
         fping)
-            ip netns exec "$NS_P" "$FPING_BIN" -l -q -p 1000 -i "$(awk -v n="$n" 'BEGIN { printf "%.3f", 800 / n }')" \
+            ip netns exec "$NS_P" "${PIN[@]}" "$FPING_BIN" -l -q -p 1000 -i "$(awk -v n="$n" 'BEGIN { printf "%.3f", 800 / n }')" \
                 -f "$RESULTS_DIR/targets-$n.txt" > /dev/null 2> "$log" &
             ;;
         smokeping)
-            ip netns exec "$NS_P" "$SMOKEPING_BIN" --config.file "$RESULTS_DIR/smokeping-$n.yml" --privileged \
+            ip netns exec "$NS_P" "${PIN[@]}" "$SMOKEPING_BIN" --config.file "$RESULTS_DIR/smokeping-$n.yml" --privileged \
                 --web.listen-address "127.0.0.1:$PORT" --log.level warn > "$log" 2>&1 &
             ;;
     esac
-    # `ip netns exec` and nice exec the program, so $! is the program itself.
+    # `ip netns exec`, taskset and nice exec the program, so $! is the program itself.
     PROG_PID=$!; PIDS+=("$PROG_PID")
     sleep 1
     kill -0 "$PROG_PID" 2>/dev/null || die "$name exited at start: $(tail -3 "$log")"
@@ -262,7 +280,7 @@ EOF
             ;;
     esac
     rss=$(status_kb "$PROG_PID" VmRSS); hwm=$(status_kb "$PROG_PID" VmHWM)
-    echo "program=$prog targets=$n topology=$TOPOLOGY stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
+    echo "program=$prog targets=$n topology=$TOPOLOGY isolate=$ISOLATE stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
         | tee -a "$RESULTS_DIR/results.txt"
     stop_pid "$PROG_PID" INT
     [[ -z $stress_pid ]] || stop_pid "$stress_pid"

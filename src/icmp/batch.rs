@@ -7,8 +7,9 @@
 //! perfect timer queue when every probe has the same timeout) and expires them on its pacing
 //! tick. Whoever takes the entry out of the table (receiver or expiry) settles the probe, so
 //! every probe is settled exactly once. A reply that arrives after the deadline but before the
-//! tick's expiry is still late (the entry carries its deadline), so accounting does not depend
-//! on the tick.
+//! tick's expiry is still late (the entry carries its deadline), and one that arrived before it
+//! but was not read yet is matched (expiry first reads what is queued, and a reply is judged by
+//! its kernel arrival time), so accounting depends neither on the tick nor on a busy receiver.
 
 use std::io;
 use std::ops::Range;
@@ -74,6 +75,27 @@ impl Pinger {
         for (sender, group) in groups {
             self.send_group(&sender, group, deadline.into_std(), tickets)
                 .await;
+        }
+    }
+
+    /// Ends probes whose deadline passed, as [`Pinger::expire`] does, after reading every reply
+    /// already queued on their channels: when the receive loop is behind (a busy machine), a
+    /// reply that arrived before its deadline is still matched, never counted lost.
+    pub fn expire_all(&self, tickets: Vec<Ticket>) {
+        let mut channels: Vec<&Arc<Channel>> = Vec::new();
+        for ticket in &tickets {
+            if !channels
+                .iter()
+                .any(|seen| Arc::ptr_eq(seen, &ticket.channel))
+            {
+                channels.push(&ticket.channel);
+            }
+        }
+        for channel in channels {
+            channel.read_queued_now(&self.inner.core);
+        }
+        for ticket in tickets {
+            self.expire(ticket);
         }
     }
 

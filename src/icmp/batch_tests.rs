@@ -155,6 +155,38 @@ async fn a_reply_after_the_deadline_is_late_before_the_sender_expires_it() {
     assert_eq!(pinger.stats().matched(), 0);
 }
 
+/// The receive loop is stalled (this test holds the runtime's only thread) while replies sit in
+/// the socket past their deadline: expiry reads them first, and they count by when they arrived.
+#[tokio::test]
+async fn replies_queued_before_the_deadline_are_matched_even_when_the_receiver_is_behind() {
+    let transport = FakeTransport::new();
+    let pinger = Pinger::with_transport(transport.clone());
+    let sink = Arc::new(RecordingSink::default());
+    let mut tickets = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(150);
+    pinger
+        .send_batch(probes(40, &sink), deadline, &mut tickets)
+        .await;
+    let endpoint = transport.endpoint(&V4_PING);
+    let sent = endpoint.sent();
+    // Half the replies arrive in time, then nothing reads them until after the deadline.
+    for packet in &sent[..20] {
+        endpoint.deliver(endpoint.reply_to(packet, None), packet.destination);
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    // The other half arrive after it, still unread when the sender expires.
+    for packet in &sent[20..] {
+        endpoint.deliver(endpoint.reply_to(packet, None), packet.destination);
+    }
+    assert!(Instant::now() > deadline);
+    pinger.expire_all(tickets);
+    assert_eq!(sink.count(Heard::Reply), 20, "arrived in time: received");
+    assert_eq!(sink.count(Heard::Timeout), 20, "arrived late: lost");
+    assert!(sink.settled_once_each(0..40));
+    assert_eq!(pinger.stats().matched(), 20);
+    assert_eq!(pinger.stats().rejected(RejectReason::Late), 20);
+}
+
 #[tokio::test]
 async fn a_send_error_fails_only_its_own_probe() {
     let transport = FakeTransport::new();

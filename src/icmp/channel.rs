@@ -15,9 +15,13 @@ use tokio::sync::Notify;
 
 use super::packet::Family;
 use super::socket::SocketKey;
+use super::socket::receive::ReceiveBatch;
 use super::stats::EngineStats;
 use super::table::ProbeTable;
 use super::transport::Endpoint;
+
+/// Datagrams per read when the sender catches up on queued replies (the receive loop reads 64).
+const CATCH_UP_BATCH: usize = 16;
 
 /// One receiving endpoint and the probes waiting on it.
 pub struct Channel {
@@ -25,6 +29,9 @@ pub struct Channel {
     pub key: SocketKey,
     pub endpoint: Arc<dyn Endpoint>,
     probes: Mutex<ProbeTable>,
+    /// Buffers for [`Channel::read_queued_now`], separate from the receive loop's own; made at
+    /// first use.
+    catch_up: Mutex<Option<(ReceiveBatch, Vec<u8>)>>,
     closed: AtomicBool,
     close_signal: Notify,
 }
@@ -35,6 +42,7 @@ impl Channel {
             key,
             endpoint,
             probes: Mutex::new(ProbeTable::default()),
+            catch_up: Mutex::new(None),
             closed: AtomicBool::new(false),
             close_signal: Notify::new(),
         }
@@ -45,6 +53,23 @@ impl Channel {
         self.probes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads and handles every datagram queued on the endpoint now, from outside the receive
+    /// loop (which may be behind on a busy machine): the sender does this before it expires
+    /// probes, so a reply that arrived before its deadline is matched, never counted lost.
+    pub fn read_queued_now(&self, engine: &EngineCore) {
+        let mut scratch = self
+            .catch_up
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (batch, error_buffer) = scratch.get_or_insert_with(|| {
+            (
+                ReceiveBatch::new(CATCH_UP_BATCH, super::demux::DEFAULT_BUFFER),
+                vec![0; super::demux::DEFAULT_BUFFER],
+            )
+        });
+        super::demux::read_queued(self, engine, batch, error_buffer);
     }
 
     /// Stops the channel's receiver; the endpoint closes when the last user drops it.

@@ -4,7 +4,8 @@
 //! Owns reading (batches, and the error queue of ping sockets), receive-buffer sizing (grown
 //! before each read to fit the largest payload a waiting probe expects, shrunk again when no
 //! such probe waits), decoding through [`super::packet`], matching through
-//! [`super::table::ProbeTable`], RTT computation from kernel timestamps, and counting every
+//! [`super::table::ProbeTable`] (a reply is on time or late by its kernel arrival time, not by
+//! when it is read), RTT computation from kernel timestamps, and counting every
 //! rejected packet by reason. Replies and errors that belong to one of the process's ping
 //! sockets, seen again by a raw socket, are left to that socket. It never sends.
 
@@ -26,7 +27,7 @@ const BATCH: usize = 64;
 /// Room for the IP header (raw IPv4) and the echo header in front of the largest payload.
 const HEADROOM: usize = 128;
 /// Receive buffer size while no waiting probe needs more.
-const DEFAULT_BUFFER: usize = 2048;
+pub(super) const DEFAULT_BUFFER: usize = 2048;
 
 /// The buffer length that fits every reply `largest_payload` implies.
 fn buffer_len_for(largest_payload: usize) -> usize {
@@ -51,40 +52,53 @@ pub(super) async fn receive_loop(channel: Arc<Channel>, engine: Arc<EngineCore>)
             }
             _ = channel.closed() => return,
         }
-        if channel.key.kind == SocketKind::Dgram {
-            drain_error_queue(&channel, &engine, &mut error_buffer);
+        read_queued(&channel, &engine, &mut batch, &mut error_buffer);
+    }
+}
+
+/// Reads and handles everything queued on the channel's endpoint now, without waiting. The
+/// receive loop calls it when the endpoint is readable; the sender calls it (with its own
+/// buffers) before it expires probes, so a reply the kernel queued before a deadline is
+/// matched rather than counted lost when the receive loop is behind.
+pub(super) fn read_queued(
+    channel: &Channel,
+    engine: &EngineCore,
+    batch: &mut ReceiveBatch,
+    error_buffer: &mut Vec<u8>,
+) {
+    if channel.key.kind == SocketKind::Dgram {
+        drain_error_queue(channel, engine, error_buffer);
+    }
+    loop {
+        // Sized after the wait and before every read: a probe registers its payload before
+        // it sends, so its reply always finds a buffer large enough.
+        let wanted = buffer_len_for(channel.probes().largest_waiting_payload());
+        if wanted > batch.buffer_len() || wanted * 4 <= batch.buffer_len() {
+            batch.resize(wanted);
+            error_buffer.resize(wanted, 0);
+            error_buffer.shrink_to_fit();
         }
-        loop {
-            // Sized after the wait and before every read: a probe registers its payload before
-            // it sends, so its reply always finds a buffer large enough.
-            let wanted = buffer_len_for(channel.probes().largest_waiting_payload());
-            if wanted > batch.buffer_len() || wanted * 4 <= batch.buffer_len() {
-                batch.resize(wanted);
-                error_buffer.resize(wanted, 0);
-                error_buffer.shrink_to_fit();
-            }
-            match channel.endpoint.try_receive(&mut batch) {
-                Ok(0) => break,
-                Ok(count) => {
-                    for index in 0..count {
-                        let (bytes, meta) = batch.datagram(index);
-                        handle_datagram(&channel, &engine, bytes, &meta);
-                    }
-                    if count < batch.capacity() {
-                        break;
-                    }
+        match channel.endpoint.try_receive(batch) {
+            Ok(0) => break,
+            Ok(count) => {
+                for index in 0..count {
+                    let (bytes, meta) = batch.datagram(index);
+                    handle_datagram(channel, engine, bytes, &meta);
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if super::socket::is_async_icmp_errno(&error) => {
-                    // sk_err from an ICMP error on a ping socket; the error queue has the details.
-                    drain_error_queue(&channel, &engine, &mut error_buffer);
-                }
-                Err(error) => {
-                    stats.count_receive_error();
-                    tracing::warn!(%error, socket = %channel.key, "Error reading from socket");
+                if count < batch.capacity() {
                     break;
                 }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if super::socket::is_async_icmp_errno(&error) => {
+                // sk_err from an ICMP error on a ping socket; the error queue has the details.
+                drain_error_queue(channel, engine, error_buffer);
+            }
+            Err(error) => {
+                engine.stats.count_receive_error();
+                tracing::warn!(%error, socket = %channel.key, "Error reading from socket");
+                break;
             }
         }
     }
@@ -190,7 +204,15 @@ fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &
             };
             let key = ProbeKey { address, id, seq };
             // Deadlines are on Tokio's clock (the same as std's, except in paused-time tests).
-            let deadline_clock = tokio::time::Instant::now().into_std();
+            // A reply is judged by when it arrived, not when it is read: the time it waited in
+            // the socket (kernel timestamp to now, both on the realtime clock) is taken off.
+            let waited_in_socket = meta
+                .kernel_rx_ns
+                .map(|arrived| super::socket::realtime_ns() - arrived)
+                .and_then(|waited| u64::try_from(waited).ok())
+                .map_or(Duration::ZERO, Duration::from_nanos);
+            let now = tokio::time::Instant::now().into_std();
+            let deadline_clock = now.checked_sub(waited_in_socket).unwrap_or(now);
             let taken = channel
                 .probes()
                 .take_for_reply(&key, payload, deadline_clock);

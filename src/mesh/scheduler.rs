@@ -63,16 +63,18 @@ impl Deadlines {
         self.queue.front().map(|(deadline, _)| *deadline)
     }
 
-    /// Expires every probe whose deadline is at or before `now`.
+    /// Expires every probe whose deadline is at or before `now` (after the engine read what
+    /// replies are already queued: [`Pinger::expire_all`]).
     pub fn expire_due(&mut self, pinger: &Pinger, now: Instant) {
-        while self
+        // From the front only: after a shorter timeout the queue is not sorted, and a probe
+        // behind an older, later deadline waits for it (see above).
+        let due = self
             .queue
-            .front()
-            .is_some_and(|(deadline, _)| *deadline <= now)
-        {
-            if let Some((_, ticket)) = self.queue.pop_front() {
-                pinger.expire(ticket);
-            }
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .count();
+        if due > 0 {
+            pinger.expire_all(self.queue.drain(..due).map(|(_, ticket)| ticket).collect());
         }
     }
 }
