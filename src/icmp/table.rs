@@ -141,14 +141,13 @@ const SHRINK_CHECK_EVERY: u32 = 65_536;
 /// Capacity kept whatever the load: below this a map is never shrunk.
 const SHRINK_FLOOR: usize = 1_024;
 
-/// Gives back a map's spare capacity once it holds under a quarter of it, keeping twice its
-/// entries (a burst of waiting probes, e.g. a stalled receiver, would otherwise keep its peak
-/// size for the life of the process: 30 MB after one at 100 000 probes/s).
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    let keep = (map.len() * 2).max(SHRINK_FLOOR);
-    if map.capacity() > keep * 2 {
-        map.shrink_to(keep);
-    }
+/// The capacity a collection of `len` entries should shrink to, if it holds under a quarter of
+/// its `capacity`: twice its entries (a burst of waiting probes, e.g. a stalled receiver, would
+/// otherwise keep its peak size for the life of the process: 30 MB after one at 100 000
+/// probes/s).
+fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    let keep = (len * 2).max(SHRINK_FLOOR);
+    (capacity > keep * 2).then_some(keep)
 }
 
 impl ProbeTable {
@@ -317,11 +316,15 @@ impl ProbeTable {
         self.finished_since_shrink_check += 1;
         if self.finished_since_shrink_check >= SHRINK_CHECK_EVERY {
             self.finished_since_shrink_check = 0;
-            shrink_if_sparse(&mut self.waiting);
-            shrink_if_sparse(&mut self.finished);
-            let keep = (self.finished_order.len() * 2).max(SHRINK_FLOOR);
-            if self.finished_order.capacity() > keep * 2 {
-                self.finished_order.shrink_to(keep);
+            if let Some(keep) = shrunk_capacity(self.waiting.len(), self.waiting.capacity()) {
+                self.waiting.shrink_to(keep);
+            }
+            if let Some(keep) = shrunk_capacity(self.finished.len(), self.finished.capacity()) {
+                self.finished.shrink_to(keep);
+            }
+            let order = &mut self.finished_order;
+            if let Some(keep) = shrunk_capacity(order.len(), order.capacity()) {
+                order.shrink_to(keep);
             }
         }
     }

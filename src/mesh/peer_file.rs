@@ -295,7 +295,7 @@ pub fn parse_file_sd(
             limits.max_targets
         )
     };
-    let groups: Vec<TargetGroup> = if text.trim().is_empty() {
+    let mut groups: Vec<TargetGroup> = if text.trim().is_empty() {
         Vec::new()
     } else if is_json {
         let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -330,7 +330,6 @@ pub fn parse_file_sd(
         }
         groups
     };
-    let mut groups = groups;
     for group in &mut groups {
         // Kept for the file's life: without the parser's spare capacity (a one-address group
         // would hold room for four, 70 bytes per target).

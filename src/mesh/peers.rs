@@ -29,8 +29,8 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 128;
 static NOT_ALLOWED: AtomicUsize = AtomicUsize::new(0);
 
 /// A peer entry's labels. Shared: every address of a target group, and every copy of an entry
-/// (selection, plan, change detection), points at one map, so 100 000 entries cost one label map
-/// each, not one per copy.
+/// (selection, plan, change detection), points at one packed set, so 100 000 entries cost one
+/// label set each, not one per copy.
 pub type PeerLabels = Arc<LabelSet>;
 
 /// One address of one peer, with its labels (`peer` always set; `network` optional).

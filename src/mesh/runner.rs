@@ -289,8 +289,6 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
 }
 
 /// An exported label set and its text form, shared by the targets that export it.
-type InternedLabels = (Arc<LabelSet>, Arc<str>);
-
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
 /// long as the histogram buckets are the same and a native histogram is kept either both times
 /// or neither). `export` gives a target's exported label set; the counters of a target that goes
@@ -316,7 +314,7 @@ fn build_table(
     }
     let shared_buckets: Arc<[f64]> = Arc::from(buckets);
     // One copy of each exported label set (and its text form), however many targets share it.
-    let mut interned: HashMap<Arc<LabelSet>, InternedLabels> = HashMap::new();
+    let mut interned: HashMap<Arc<LabelSet>, Arc<str>> = HashMap::new();
     let targets: Vec<Arc<MeshTarget>> = specs
         .into_iter()
         .map(|spec| {
@@ -324,12 +322,15 @@ fn build_table(
             match old.get(&*spec.labels) {
                 Some(kept) if kept.exported_labels == exported => Arc::clone(kept),
                 _ => {
-                    let (exported_labels, rendered_labels) = interned
-                        .entry(exported)
-                        .or_insert_with_key(|labels| {
-                            (Arc::clone(labels), Arc::from(render_labels(labels)))
-                        })
-                        .clone();
+                    let (exported_labels, rendered_labels) = match interned.get_key_value(&exported)
+                    {
+                        Some((labels, rendered)) => (Arc::clone(labels), Arc::clone(rendered)),
+                        None => {
+                            let rendered: Arc<str> = Arc::from(render_labels(&exported));
+                            interned.insert(Arc::clone(&exported), Arc::clone(&rendered));
+                            (exported, rendered)
+                        }
+                    };
                     Arc::new(MeshTarget {
                         rendered_labels,
                         exported_labels,
