@@ -288,7 +288,6 @@ fn previous_errors(shared: &MeshShared) -> Vec<String> {
     shared.table.load().source_errors.clone()
 }
 
-/// An exported label set and its text form, shared by the targets that export it.
 /// Builds the new table, carrying over the stats of targets whose label set is unchanged (as
 /// long as the histogram buckets are the same and a native histogram is kept either both times
 /// or neither). `export` gives a target's exported label set; the counters of a target that goes
