@@ -51,6 +51,13 @@
 #   SMOKEPING_BIN=/usr/bin/prometheus-smokeping-prober
 #   RESULTS_DIR=<repo>/bench-results/pinger-<timestamp>
 #
+#   FLOOR_BIN=<repo>/target/release/examples/echo_floor   (PROGRAMS=floor; built if missing)
+#
+# PROGRAMS=floor runs examples/echo_floor.rs: one thread, one raw socket, a prebuilt packet per
+# target, sendmmsg per 10 ms tick and non-blocking recvmmsg, nothing else. Its cores are the
+# physical floor of this machine (one send plus one receive in the kernel per echo, and a wakeup
+# per tick), the figure meshprobe's cores are compared with.
+#
 # Only namespaces this script creates and processes it starts (by PID) are touched.
 set -euo pipefail
 echo "# command: $(printf '%q ' "$0" "$@") (SCALES=${SCALES:-1000 10000 100000} PROGRAMS=${PROGRAMS:-meshprobe fping smokeping} DURATION=${DURATION:-30} STRESS=${STRESS:-0} MESHPROBE_NICE=${MESHPROBE_NICE:-0})"
@@ -78,6 +85,7 @@ TOPOLOGY="${TOPOLOGY:-gateway}"
 MESHPROBE_BIN="${MESHPROBE_BIN:-$REPO/target/release/meshprobe}"
 FPING_BIN="${FPING_BIN:-/usr/bin/fping}"
 SMOKEPING_BIN="${SMOKEPING_BIN:-/usr/bin/prometheus-smokeping-prober}"
+FLOOR_BIN="${FLOOR_BIN:-$REPO/target/release/examples/echo_floor}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO/bench-results/pinger-$(date +%Y%m%dT%H%M%S)}"
 PORT=19145
 HELPER="$BENCH_DIR/mesh_bench_helper.py"
@@ -94,6 +102,10 @@ missing=()
 (( PERF == 0 )) || command -v perf > /dev/null || missing+=(linux-perf)
 (( ${#missing[@]} == 0 )) || install_packages "${missing[@]}"
 build_meshprobe_if_missing
+if [[ " $PROGRAMS " == *" floor "* && ! -x $FLOOR_BIN ]]; then
+    log "building examples/echo_floor"
+    (cd "$REPO" && cargo build --release --quiet --example echo_floor)
+fi
 mkdir -p "$RESULTS_DIR"
 note_stale_namespaces mpg-
 
@@ -197,6 +209,9 @@ fping_summary() {  # fping_summary LOG NAME N: SIGQUIT fping, wait for its N sum
     done
     python3 "$HELPER" fping-stats "$log" --from "$from" > "$RESULTS_DIR/$name.kv"
 }
+floor_counts() {  # floor_counts LOG: echo_floor's last cumulative line, as sent=N and received=N lines
+    tail -1 "$1" | tr ' ' '\n'
+}
 kv() { awk -F= -v k="$2" '$1 == k { print $2 }' "$1"; }
 
 run() {  # run PROGRAM SCALE
@@ -228,6 +243,9 @@ EOF
             ip netns exec "$NS_P" "${PIN[@]}" "$FPING_BIN" -l -q -p 1000 -i "$(awk -v n="$n" 'BEGIN { printf "%.3f", 800 / n }')" \
                 -f "$RESULTS_DIR/targets-$n.txt" > /dev/null 2> "$log" &
             ;;
+        floor)
+            ip netns exec "$NS_P" "${PIN[@]}" "$FLOOR_BIN" "$RESULTS_DIR/targets-$n.txt" > "$log" 2>&1 &
+            ;;
         smokeping)
             ip netns exec "$NS_P" "${PIN[@]}" "$SMOKEPING_BIN" --config.file "$RESULTS_DIR/smokeping-$n.yml" --privileged \
                 --web.listen-address "127.0.0.1:$PORT" --log.level warn > "$log" 2>&1 &
@@ -237,7 +255,9 @@ EOF
     PROG_PID=$!; PIDS+=("$PROG_PID")
     sleep 1
     kill -0 "$PROG_PID" 2>/dev/null || die "$name exited at start: $(tail -3 "$log")"
-    if [[ $prog != fping ]]; then
+    if [[ $prog == floor ]]; then
+        sleep 1.5
+    elif [[ $prog != fping ]]; then
         in_ns python3 "$HELPER" wait-http "http://127.0.0.1:$PORT/metrics" --timeout 120 \
             || die "$name: /metrics never answered"
     fi
@@ -245,6 +265,7 @@ EOF
     sleep "$WARMUP"
     case $prog in
         fping) fping_summary "$log" "$name-start" "$n" ;;
+        floor) floor_counts "$log" > "$RESULTS_DIR/$name-start.kv" ;;
         *) scrape "http://127.0.0.1:$PORT/metrics" "$name-start" ;;
     esac
     t0=$(date +%s.%N); c0=$(cpu_ticks "$PROG_PID")
@@ -273,6 +294,12 @@ EOF
             received=$(( $(metric_sum "$RESULTS_DIR/$name-end.kv" smokeping_response_duration_seconds_count) - $(metric_sum "$RESULTS_DIR/$name-start.kv" smokeping_response_duration_seconds_count) ))
             lost=$(( sent - received )); late=n/a
             ;;
+        floor)
+            floor_counts "$log" > "$RESULTS_DIR/$name-end.kv"
+            sent=$(( $(kv "$RESULTS_DIR/$name-end.kv" sent) - $(kv "$RESULTS_DIR/$name-start.kv" sent) ))
+            received=$(( $(kv "$RESULTS_DIR/$name-end.kv" received) - $(kv "$RESULTS_DIR/$name-start.kv" received) ))
+            lost=$(( sent - received )); late=n/a
+            ;;
         fping)
             fping_summary "$log" "$name-end" "$n"
             sent=$(kv "$RESULTS_DIR/$name-end.kv" xmt); received=$(kv "$RESULTS_DIR/$name-end.kv" rcv)
@@ -282,7 +309,9 @@ EOF
     rss=$(status_kb "$PROG_PID" VmRSS); hwm=$(status_kb "$PROG_PID" VmHWM)
     echo "program=$prog targets=$n topology=$TOPOLOGY isolate=$ISOLATE stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
         | tee -a "$RESULTS_DIR/results.txt"
-    stop_pid "$PROG_PID" INT
+    # A program started in the background of a script ignores SIGINT unless it catches it
+    # (meshprobe, fping and smokeping_prober do); echo_floor does not, so it gets SIGTERM.
+    if [[ $prog == floor ]]; then stop_pid "$PROG_PID" TERM; else stop_pid "$PROG_PID" INT; fi
     [[ -z $stress_pid ]] || stop_pid "$stress_pid"
     if (( PERF == 1 )) && [[ -f $RESULTS_DIR/$name.perf.data ]]; then
         perf report -i "$RESULTS_DIR/$name.perf.data" --stdio --no-children --sort symbol 2>/dev/null \
