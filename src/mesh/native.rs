@@ -93,6 +93,29 @@ impl BucketCounts {
         })
     }
 
+    /// The sum of two runs of (index, count) pairs, each in index order (an index may repeat
+    /// within a run: its counts add up).
+    fn merged(
+        mine: impl Iterator<Item = (i32, u64)>,
+        theirs: impl Iterator<Item = (i32, u64)>,
+    ) -> BucketCounts {
+        let (mut mine, mut theirs) = (mine.peekable(), theirs.peekable());
+        let mut sums: Vec<(i32, u64)> = Vec::new();
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if b.0 < a.0 => theirs.next(),
+                (Some(_), _) => mine.next(),
+                (None, _) => theirs.next(),
+            };
+            let Some((index, count)) = next else { break };
+            match sums.last_mut() {
+                Some((last, total)) if *last == index => *total = total.saturating_add(count),
+                _ => sums.push((index, count)),
+            }
+        }
+        BucketCounts::from_sorted(sums.into_iter())
+    }
+
     /// Buckets from (index, count) pairs in index order.
     fn from_sorted(pairs: impl Iterator<Item = (i32, u64)>) -> BucketCounts {
         let mut buckets = BucketCounts::default();
@@ -105,6 +128,16 @@ impl BucketCounts {
         buckets.narrow.shrink_to_fit();
         buckets
     }
+}
+
+/// The index, at a schema `shift` steps coarser, of the bucket that holds bucket `index`:
+/// ⌈index / 2^shift⌉ (an arithmetic shift floors, so add 2^shift − 1 first).
+fn coarser_index(index: i32, shift: i32) -> i32 {
+    if shift <= 0 {
+        return index;
+    }
+    let shift = shift.min(40) as u32;
+    ((i64::from(index) + (1i64 << shift) - 1) >> shift) as i32
 }
 
 fn insert_wide(wide: &mut Vec<(i32, u64)>, key: i32, count: u64) {
@@ -148,17 +181,18 @@ impl NativeHistogram {
     /// Adds `other`'s observations (several targets exported as one series). The result has the
     /// coarser of the two schemas and stays within [`MAX_BUCKETS`].
     pub fn merge(&mut self, other: &NativeHistogram) {
-        let mut other = other.clone();
         while self.schema > other.schema {
             self.halve_resolution();
         }
-        while other.schema > self.schema {
-            other.halve_resolution();
-        }
+        // Bucket k of schema s + d lies inside bucket ⌈k / 2^d⌉ of schema s, and the mapping
+        // keeps the order: `other` is read at this schema in one pass, without a copy.
+        let shift = other.schema - self.schema;
+        let theirs = other
+            .buckets
+            .iter()
+            .map(|(index, count)| (coarser_index(index, shift), count));
+        self.buckets = BucketCounts::merged(self.buckets.iter(), theirs);
         self.zero_count += other.zero_count;
-        for (key, count) in other.buckets.iter() {
-            self.buckets.add(key, count);
-        }
         while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
             self.halve_resolution();
         }
@@ -168,15 +202,11 @@ impl NativeHistogram {
     /// ⌈k/2⌉ of schema s−1, and the mapping keeps the order.
     fn halve_resolution(&mut self) {
         self.schema -= 1;
-        let mut merged: Vec<(i32, u64)> = Vec::with_capacity(self.buckets.len() / 2 + 1);
-        for (index, count) in self.buckets.iter() {
-            let coarse = (index + 1) >> 1;
-            match merged.last_mut() {
-                Some((last, total)) if *last == coarse => *total += count,
-                _ => merged.push((coarse, count)),
-            }
-        }
-        self.buckets = BucketCounts::from_sorted(merged.into_iter());
+        let coarse = self
+            .buckets
+            .iter()
+            .map(|(index, count)| (coarser_index(index, 1), count));
+        self.buckets = BucketCounts::merged(coarse, std::iter::empty());
     }
 
     /// Fills the native fields of a protobuf histogram (count and sum are shared with the
@@ -317,6 +347,32 @@ mod tests {
         }
         from_coarse.merge(&coarse);
         assert_eq!(from_coarse, coarse_both);
+    }
+
+    #[test]
+    fn a_coarse_histogram_takes_a_finer_one_at_its_own_schema() {
+        let values = [30e-6, 31e-6, 47e-6, 1e-3, 1.0, 2.5, 0.0];
+        let mut fine = NativeHistogram::default();
+        for value in values {
+            fine.observe(value);
+        }
+        let mut coarse = NativeHistogram {
+            schema: SCHEMA - 2,
+            ..NativeHistogram::default()
+        };
+        coarse.observe(31e-6);
+        coarse.merge(&fine);
+        // The same as observing every value at the coarse schema (an independent reckoning of
+        // which coarse bucket holds each value, negative indices included).
+        let mut observed = NativeHistogram {
+            schema: SCHEMA - 2,
+            ..NativeHistogram::default()
+        };
+        for value in values.into_iter().chain([31e-6]) {
+            observed.observe(value);
+        }
+        assert_eq!(coarse, observed);
+        assert_eq!(coarse.schema(), SCHEMA - 2);
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl Mesh {
         self.render_mesh_wide(out, &table);
         let rows = exported_rows(
             &table,
+            false,
             |target, stats| RenderRow {
                 labels: &target.rendered_labels,
                 stats,
@@ -127,6 +128,7 @@ impl Mesh {
         }
         let rows = exported_rows(
             &table,
+            true,
             |target, stats| ProtoRow {
                 labels: &target.exported_labels,
                 stats,
@@ -381,22 +383,40 @@ fn build_table(
 /// snapshot of its stats: targets that share one (`inter_group_series: per_group`) are summed
 /// into it (through `stats_of`), so sent = received + lost holds for the shared series too.
 /// The rows are built in their final form, so a scrape holds one snapshot per row, not two.
+/// One row per exported label set: a target's own stats, or with `per_group` the sum of its
+/// group's. `with_native`: copy the native histograms too (the text format has none). Targets
+/// of one group are usually adjacent in the table, so the previous row is tried first.
 fn exported_rows<'t, Row>(
     table: &'t TargetTable,
+    with_native: bool,
     row: impl Fn(&'t MeshTarget, TargetStats) -> Row,
     stats_of: impl Fn(&mut Row) -> &mut TargetStats,
 ) -> Vec<Row> {
-    let mut rows: Vec<Row> = Vec::with_capacity(table.targets.len());
+    let mut rows: Vec<Row> = Vec::new();
     let mut row_of: HashMap<&str, usize> = HashMap::new();
+    let mut previous: Option<(&'t MeshTarget, usize)> = None;
     for target in &table.targets {
-        let stats = target.stats().snapshot();
-        match row_of.get(&*target.rendered_labels) {
-            Some(index) => stats_of(&mut rows[*index]).absorb(&stats),
+        let stats = if with_native {
+            target.stats().snapshot()
+        } else {
+            target.stats().counters_snapshot()
+        };
+        let same_as_previous = previous
+            .filter(|(last, _)| Arc::ptr_eq(&last.rendered_labels, &target.rendered_labels))
+            .map(|(_, index)| index);
+        let index = match same_as_previous.or_else(|| row_of.get(&*target.rendered_labels).copied())
+        {
+            Some(index) => {
+                stats_of(&mut rows[index]).absorb(&stats);
+                index
+            }
             None => {
                 row_of.insert(&target.rendered_labels, rows.len());
                 rows.push(row(target, stats));
+                rows.len() - 1
             }
-        }
+        };
+        previous = Some((target, index));
     }
     rows.shrink_to_fit();
     rows

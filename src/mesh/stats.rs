@@ -189,6 +189,16 @@ impl TargetStats {
         }
     }
 
+    /// [`TargetStats::snapshot`] without the native histogram (the text format has none).
+    pub fn counters_snapshot(&self) -> TargetStats {
+        TargetStats {
+            bucket_counts: self.bucket_counts.clone(),
+            recent_arrivals: Vec::new(),
+            native: None,
+            ..*self
+        }
+    }
+
     pub fn record_duplicate(&mut self) {
         self.duplicates += 1;
     }
