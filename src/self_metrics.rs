@@ -250,6 +250,13 @@ fn render_own(state: &AppState, out: &mut String) {
         &[("operation", "send")],
         engine.send_errors() as f64,
     );
+    expo::single(
+        out,
+        "meshprobe_socket_receive_drops_total",
+        "Datagrams the kernel dropped on meshprobe's receiving ICMP sockets before they were read, mostly for a full receive buffer (SO_RXQ_OVFL). A probe whose reply was dropped here counts as lost although the network delivered it.",
+        MetricType::Counter,
+        engine.receive_drops() as f64,
+    );
     expo::family(
         out,
         "meshprobe_sockets_open",

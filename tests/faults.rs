@@ -185,3 +185,80 @@ fn bound_source_address_removed_and_restored() {
     net.restore_prober_addresses();
     assert_recovers(&exporter, TARGET_V4, "from_second");
 }
+
+/// The kernel's count of datagrams dropped on the namespace's IPv4 raw and ping sockets: the
+/// `drops` column (the last) of /proc/net/raw and /proc/net/icmp.
+fn kernel_socket_drops(namespace: &Namespace) -> u64 {
+    ["/proc/net/raw", "/proc/net/icmp"]
+        .iter()
+        .flat_map(|table| {
+            namespace
+                .exec("cat", &[table])
+                .lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Sends `count` unsolicited echo replies to `destination` from a raw socket opened on the
+/// calling thread (which must be inside the test namespace); closes it before returning.
+fn flood_echo_replies(destination: std::net::Ipv4Addr, count: usize) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).expect("raw socket");
+    // Type 0 (echo reply), code 0, identifier 0xbeef: no probe waits for it.
+    let mut packet = [0u8, 0, 0, 0, 0xbe, 0xef, 0, 0];
+    let address = SockAddr::from(std::net::SocketAddrV4::new(destination, 0));
+    for sequence in 0..count {
+        packet[6..8].copy_from_slice(&(sequence as u16).to_be_bytes());
+        packet[2..4].copy_from_slice(&[0, 0]);
+        let sum: u32 = packet
+            .chunks(2)
+            .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair[1]])))
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let checksum = !(((folded & 0xffff) + (folded >> 16)) as u16);
+        packet[2..4].copy_from_slice(&checksum.to_be_bytes());
+        socket.send_to(&packet, &address).expect("send echo reply");
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: run with --include-ignored (./test.sh)"]
+fn replies_the_kernel_drops_at_a_full_socket_are_counted_exactly() {
+    require_namespaces!();
+    let net = TestNet::new();
+    let exporter = start(&net);
+    assert_eq!(probe(&exporter, TARGET_V4, "icmp"), (true, String::new()));
+    assert_eq!(kernel_socket_drops(&net.prober), 0);
+    // Stall the prober (our own child, by PID) and flood its receiving socket far past its
+    // buffer: the kernel has to drop most of the flood.
+    let pid = exporter.child.id() as i32;
+    // SAFETY: signals to a PID we spawned and still own.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let prober_address: std::net::Ipv4Addr = "198.18.0.1".parse().expect("address");
+    net.prober
+        .enter(move || flood_echo_replies(prober_address, 60_000));
+    let dropped = kernel_socket_drops(&net.prober);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(
+        dropped > 10_000,
+        "the kernel dropped only {dropped} datagrams"
+    );
+    // The next reply read carries the socket's drop count; the prober works as before.
+    assert_eq!(probe(&exporter, TARGET_V4, "icmp"), (true, String::new()));
+    let metrics = exporter.metrics();
+    assert_eq!(
+        metrics.value("meshprobe_socket_receive_drops_total"),
+        dropped as f64,
+        "{}",
+        exporter.log()
+    );
+    assert_eq!(
+        kernel_socket_drops(&net.prober),
+        dropped,
+        "no drop after the stall"
+    );
+}

@@ -7,7 +7,7 @@
 //! raw sockets bound to a source or with DF set only send. No I/O here beyond holding the
 //! endpoint; `demux.rs` runs the receive loop.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -32,6 +32,8 @@ pub struct Channel {
     /// Buffers for [`Channel::read_queued_now`], separate from the receive loop's own; made at
     /// first use.
     catch_up: Mutex<Option<(ReceiveBatch, Vec<u8>)>>,
+    /// The socket's drop count as last reported with a datagram (`SO_RXQ_OVFL`).
+    drops_seen: AtomicU32,
     closed: AtomicBool,
     close_signal: Notify,
 }
@@ -43,6 +45,7 @@ impl Channel {
             endpoint,
             probes: Mutex::new(ProbeTable::default()),
             catch_up: Mutex::new(None),
+            drops_seen: AtomicU32::new(0),
             closed: AtomicBool::new(false),
             close_signal: Notify::new(),
         }
@@ -73,6 +76,13 @@ impl Channel {
     }
 
     /// Stops the channel's receiver; the endpoint closes when the last user drops it.
+    /// Takes the socket's drop count that came with a datagram; answers how many drops it adds
+    /// to the last count seen (the kernel's counter is 32 bits and wraps).
+    pub fn note_socket_drops(&self, reported: u32) -> u32 {
+        let seen = self.drops_seen.swap(reported, Ordering::Relaxed);
+        reported.wrapping_sub(seen)
+    }
+
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.close_signal.notify_one();

@@ -158,6 +158,9 @@ fn handle_datagram(channel: &Channel, engine: &EngineCore, bytes: &[u8], meta: &
     let stats = &engine.stats;
     let family = channel.key.family;
     let received_at = Instant::now();
+    if let Some(reported) = meta.socket_drops {
+        stats.count_receive_drops(u64::from(channel.note_socket_drops(reported)));
+    }
     if meta.truncated {
         stats.count_received(family);
         stats.count_rejected(RejectReason::Truncated);

@@ -72,6 +72,8 @@ pub struct EngineStats {
     icmp_errors: [AtomicU64; ICMP_ERROR_KINDS.len()],
     send_errors: AtomicU64,
     receive_errors: AtomicU64,
+    /// Datagrams the kernel dropped on receiving sockets before they were read.
+    receive_drops: AtomicU64,
     socket_open_errors: AtomicU64,
     /// Echo requests refused because no sequence number was free for their destination.
     busy: AtomicU64,
@@ -117,6 +119,9 @@ impl EngineStats {
     }
     pub fn count_receive_error(&self) {
         self.receive_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_receive_drops(&self, drops: u64) {
+        self.receive_drops.fetch_add(drops, Ordering::Relaxed);
     }
     pub fn count_socket_open_error(&self) {
         self.socket_open_errors.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +173,9 @@ impl EngineStats {
     }
     pub fn receive_errors(&self) -> u64 {
         self.receive_errors.load(Ordering::Relaxed)
+    }
+    pub fn receive_drops(&self) -> u64 {
+        self.receive_drops.load(Ordering::Relaxed)
     }
     pub fn socket_open_errors(&self) -> u64 {
         self.socket_open_errors.load(Ordering::Relaxed)

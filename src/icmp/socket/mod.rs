@@ -117,6 +117,9 @@ pub fn open(key: &SocketKey, role: Role) -> io::Result<Socket> {
         return Ok(socket);
     }
     set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    // Each datagram then carries the socket's drop count, so replies the kernel had to throw
+    // away for want of buffer space are counted (`meshprobe_socket_receive_drops_total`).
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
     match key.family {
         Family::V4 => set_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?,
         Family::V6 => set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?,

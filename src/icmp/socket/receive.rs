@@ -19,6 +19,9 @@ pub struct ReceiveMeta {
     /// TTL (IPv4) or hop limit (IPv6) from the control message.
     pub hop_limit: Option<u8>,
     pub truncated: bool,
+    /// The socket's count of datagrams the kernel dropped before this one was queued
+    /// (`SO_RXQ_OVFL`, a wrapping 32-bit counter; absent while it is still 0).
+    pub socket_drops: Option<u32>,
 }
 
 const CONTROL_LEN: usize = 128;
@@ -233,6 +236,9 @@ fn parse_control(
                         meta.kernel_rx_ns =
                             Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
                     }
+                }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if data_len >= size_of::<u32>() => {
+                    meta.socket_drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                 }
                 (libc::IPPROTO_IP, libc::IP_TTL) if data_len >= size_of::<libc::c_int>() => {
                     let ttl: libc::c_int = std::ptr::read_unaligned(data.cast());
