@@ -184,14 +184,13 @@ impl NativeHistogram {
         while self.schema > other.schema {
             self.halve_resolution();
         }
-        // Bucket k of schema s + d lies inside bucket ⌈k / 2^d⌉ of schema s, and the mapping
-        // keeps the order: `other` is read at this schema in one pass, without a copy.
+        // Bucket k of schema s + d lies inside bucket ⌈k / 2^d⌉ of schema s: `other` is read
+        // at this schema without a copy, and added in place (a scrape's group total already
+        // holds nearly every bucket its targets have, so this rarely inserts).
         let shift = other.schema - self.schema;
-        let theirs = other
-            .buckets
-            .iter()
-            .map(|(index, count)| (coarser_index(index, shift), count));
-        self.buckets = BucketCounts::merged(self.buckets.iter(), theirs);
+        for (index, count) in other.buckets.iter() {
+            self.buckets.add(coarser_index(index, shift), count);
+        }
         self.zero_count += other.zero_count;
         while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
             self.halve_resolution();
