@@ -135,8 +135,26 @@ pub fn open(key: &SocketKey, role: Role) -> io::Result<Socket> {
     const RECEIVE_BUFFER: libc::c_int = 4 << 20;
     if set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER).is_err() {
         let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RECEIVE_BUFFER);
+        warn_once_if_small_receive_buffer(&socket, RECEIVE_BUFFER as usize);
     }
     Ok(socket)
+}
+
+/// Says once per process that the kernel capped the receive buffer (no CAP_NET_ADMIN, and
+/// `net.core.rmem_max` below the wish): a large mesh can then lose replies to its own buffer.
+fn warn_once_if_small_receive_buffer(socket: &Socket, wished: usize) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // The kernel reports twice what was set (it counts its bookkeeping too).
+    let Ok(granted) = socket.recv_buffer_size() else {
+        return;
+    };
+    if granted < 2 * wished && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            granted_bytes = granted,
+            wished_bytes = 2 * wished,
+            "ICMP receive buffer capped by net.core.rmem_max: under load, replies may be dropped before they are read (meshprobe_socket_receive_drops_total); for meshes of thousands of targets raise it (sysctl net.core.rmem_max=8388608)"
+        );
+    }
 }
 
 /// A borrowed view of a socket's descriptor, for the option setters below.
