@@ -23,9 +23,11 @@
 # s, then a window of DURATION s: CPU = utime+stime delta / wall time; probes/s, lost and late
 # sends = deltas of the program's own counters between the window's edges (meshprobe:
 # /metrics with gzip, sums of meshprobe_mesh_{sent,received,lost}_total and
-# meshprobe_mesh_late_sends_total; fping: its SIGQUIT interval summaries; smokeping_prober:
-# smokeping_requests_total and smokeping_response_duration_seconds_count, whose difference
-# includes the probes in flight at the edge); VmRSS after the closing gzip scrape and VmHWM.
+# meshprobe_mesh_late_sends_total, and socket_drops = meshprobe_socket_receive_drops_total, the
+# replies its own receive buffer dropped; fping: its SIGQUIT interval summaries;
+# smokeping_prober: smokeping_requests_total and smokeping_response_duration_seconds_count, whose
+# difference includes the probes in flight at the edge; echo_floor: its own cumulative counts,
+# likewise); VmRSS after the closing gzip scrape and VmHWM.
 # meshprobe runs with `inter_group_series: per_group` (groups of 1 000 targets), as a pinger
 # holding a region would, so a scrape is 100 groups, not 3 million series.
 #
@@ -215,7 +217,7 @@ floor_counts() {  # floor_counts LOG: echo_floor's last cumulative line, as sent
 kv() { awk -F= -v k="$2" '$1 == k { print $2 }' "$1"; }
 
 run() {  # run PROGRAM SCALE
-    local prog=$1 n=$2 name="$1-$2" stress_pid="" log t0 t1 c0 c1 sent received lost late hwm rss
+    local prog=$1 n=$2 name="$1-$2" stress_pid="" log t0 t1 c0 c1 sent received lost late hwm rss drops=n/a
     log="$RESULTS_DIR/$name.log"
     if (( STRESS > 0 )); then
         stress-ng --cpu "$STRESS" --quiet > /dev/null 2>&1 &
@@ -287,6 +289,7 @@ EOF
             received=$(( $(metric_sum "$RESULTS_DIR/$name-end.kv" meshprobe_mesh_received_total) - $(metric_sum "$RESULTS_DIR/$name-start.kv" meshprobe_mesh_received_total) ))
             lost=$(( $(metric_sum "$RESULTS_DIR/$name-end.kv" meshprobe_mesh_lost_total) - $(metric_sum "$RESULTS_DIR/$name-start.kv" meshprobe_mesh_lost_total) ))
             late=$(( $(metric_sum "$RESULTS_DIR/$name-end.kv" meshprobe_mesh_late_sends_total) - $(metric_sum "$RESULTS_DIR/$name-start.kv" meshprobe_mesh_late_sends_total) ))
+            drops=$(( $(metric_sum "$RESULTS_DIR/$name-end.kv" meshprobe_socket_receive_drops_total) - $(metric_sum "$RESULTS_DIR/$name-start.kv" meshprobe_socket_receive_drops_total) ))
             ;;
         smokeping)
             scrape "http://127.0.0.1:$PORT/metrics" "$name-end"
@@ -307,7 +310,7 @@ EOF
             ;;
     esac
     rss=$(status_kb "$PROG_PID" VmRSS); hwm=$(status_kb "$PROG_PID" VmHWM)
-    echo "program=$prog targets=$n topology=$TOPOLOGY isolate=$ISOLATE stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late vmrss_kb=$rss vmhwm_kb=$hwm" \
+    echo "program=$prog targets=$n topology=$TOPOLOGY isolate=$ISOLATE stress=$STRESS nice=$MESHPROBE_NICE window_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') cores=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" -v hz="$TICK" 'BEGIN{printf "%.4f", c / hz / (b - a)}') probes_per_s=$(awk -v s="$sent" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", s / (b - a)}') sent=$sent received=$received lost=$lost late=$late socket_drops=$drops vmrss_kb=$rss vmhwm_kb=$hwm" \
         | tee -a "$RESULTS_DIR/results.txt"
     # A program started in the background of a script ignores SIGINT unless it catches it
     # (meshprobe, fping and smokeping_prober do); echo_floor does not, so it gets SIGTERM.

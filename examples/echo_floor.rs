@@ -64,7 +64,11 @@ fn run() -> io::Result<()> {
                 sequence = sequence.wrapping_add(1);
                 packets[index] = echo_request(sequence);
             }
-            sent += send_many(&socket, &indexes, &packets, &addresses)? as u64;
+            let taken = send_many(&socket, &indexes, &packets, &addresses)?;
+            sent += taken as u64;
+            if taken == 0 {
+                break; // the device queue is full: the rest goes out next tick
+            }
         }
         received += drain(&socket, &mut receive_buffers)?;
         if Instant::now() >= next_report {
@@ -148,7 +152,8 @@ fn send_many(
     };
     if taken < 0 {
         let error = io::Error::last_os_error();
-        if error.kind() == io::ErrorKind::WouldBlock {
+        if error.kind() == io::ErrorKind::WouldBlock || error.raw_os_error() == Some(libc::ENOBUFS)
+        {
             return Ok(0);
         }
         return Err(error);
