@@ -240,25 +240,35 @@ fn replies_the_kernel_drops_at_a_full_socket_are_counted_exactly() {
     let prober_address: std::net::Ipv4Addr = "198.18.0.1".parse().expect("address");
     net.prober
         .enter(move || flood_echo_replies(prober_address, 60_000));
-    let dropped = kernel_socket_drops(&net.prober);
+    // The loopback hands the flood to the socket in softirq work that may still run after the
+    // last send returned: wait until the kernel's count stops moving.
+    let mut dropped = kernel_socket_drops(&net.prober);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = kernel_socket_drops(&net.prober);
+        if now == dropped {
+            break;
+        }
+        dropped = now;
+    }
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(
         dropped > 10_000,
         "the kernel dropped only {dropped} datagrams"
     );
-    // The next reply read carries the socket's drop count; the prober works as before.
-    assert_eq!(probe(&exporter, TARGET_V4, "icmp"), (true, String::new()));
+    // The prober first works through the backlog the flood left in its socket (thousands of
+    // unknown replies, slow in a debug build on a busy runner; a reply that arrives while the
+    // buffer is still full is dropped too), then probes as before. The reply of the probe that
+    // succeeded carries the socket's whole drop count.
+    assert_recovers(&exporter, TARGET_V4, "icmp");
     let metrics = exporter.metrics();
+    let kernel_total = kernel_socket_drops(&net.prober);
+    assert!(kernel_total >= dropped && kernel_total < dropped + 100);
     assert_eq!(
         metrics.value("meshprobe_socket_receive_drops_total"),
-        dropped as f64,
+        kernel_total as f64,
         "{}",
         exporter.log()
-    );
-    assert_eq!(
-        kernel_socket_drops(&net.prober),
-        dropped,
-        "no drop after the stall"
     );
 }
