@@ -93,33 +93,18 @@ impl BucketCounts {
         })
     }
 
-    /// The sum of two runs of (index, count) pairs, each in index order (an index may repeat
-    /// within a run: its counts add up).
-    fn merged(
-        mine: impl Iterator<Item = (i32, u64)>,
-        theirs: impl Iterator<Item = (i32, u64)>,
-    ) -> BucketCounts {
-        let (mut mine, mut theirs) = (mine.peekable(), theirs.peekable());
+    /// Buckets from (index, count) pairs in index order; the counts of a repeated index add
+    /// up (halving maps pairs of buckets onto one).
+    fn from_sorted(pairs: impl Iterator<Item = (i32, u64)>) -> BucketCounts {
         let mut sums: Vec<(i32, u64)> = Vec::new();
-        loop {
-            let next = match (mine.peek(), theirs.peek()) {
-                (Some(a), Some(b)) if b.0 < a.0 => theirs.next(),
-                (Some(_), _) => mine.next(),
-                (None, _) => theirs.next(),
-            };
-            let Some((index, count)) = next else { break };
+        for (index, count) in pairs {
             match sums.last_mut() {
                 Some((last, total)) if *last == index => *total = total.saturating_add(count),
                 _ => sums.push((index, count)),
             }
         }
-        BucketCounts::from_sorted(sums.into_iter())
-    }
-
-    /// Buckets from (index, count) pairs in index order.
-    fn from_sorted(pairs: impl Iterator<Item = (i32, u64)>) -> BucketCounts {
         let mut buckets = BucketCounts::default();
-        for (index, count) in pairs {
+        for (index, count) in sums {
             match u32::try_from(count) {
                 Ok(count) => buckets.narrow.push((index, count)),
                 Err(_) => buckets.wide.push((index, count)),
@@ -205,7 +190,7 @@ impl NativeHistogram {
             .buckets
             .iter()
             .map(|(index, count)| (coarser_index(index, 1), count));
-        self.buckets = BucketCounts::merged(coarse, std::iter::empty());
+        self.buckets = BucketCounts::from_sorted(coarse);
     }
 
     /// Fills the native fields of a protobuf histogram (count and sum are shared with the

@@ -383,9 +383,8 @@ fn build_table(
 /// snapshot of its stats: targets that share one (`inter_group_series: per_group`) are summed
 /// into it (through `stats_of`), so sent = received + lost holds for the shared series too.
 /// The rows are built in their final form, so a scrape holds one snapshot per row, not two.
-/// One row per exported label set: a target's own stats, or with `per_group` the sum of its
-/// group's. `with_native`: copy the native histograms too (the text format has none). Targets
-/// of one group are usually adjacent in the table, so the previous row is tried first.
+/// `with_native`: copy the native histograms too (the text format has none). Targets of one
+/// group are usually adjacent in the table, so the previous row is tried first.
 fn exported_rows<'t, Row>(
     table: &'t TargetTable,
     with_native: bool,
@@ -394,7 +393,7 @@ fn exported_rows<'t, Row>(
 ) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
     let mut row_of: HashMap<&str, usize> = HashMap::new();
-    let mut previous: Option<(&'t MeshTarget, usize)> = None;
+    let mut previous: Option<(&'t Arc<str>, usize)> = None;
     for target in &table.targets {
         let stats = if with_native {
             target.stats().snapshot()
@@ -402,7 +401,7 @@ fn exported_rows<'t, Row>(
             target.stats().counters_snapshot()
         };
         let same_as_previous = previous
-            .filter(|(last, _)| Arc::ptr_eq(&last.rendered_labels, &target.rendered_labels))
+            .filter(|(labels, _)| Arc::ptr_eq(labels, &target.rendered_labels))
             .map(|(_, index)| index);
         let index = match same_as_previous.or_else(|| row_of.get(&*target.rendered_labels).copied())
         {
@@ -416,7 +415,7 @@ fn exported_rows<'t, Row>(
                 rows.len() - 1
             }
         };
-        previous = Some((target, index));
+        previous = Some((&target.rendered_labels, index));
     }
     rows.shrink_to_fit();
     rows

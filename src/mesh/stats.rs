@@ -182,10 +182,8 @@ impl TargetStats {
     /// The counters and histogram without the reordering memory (what a scrape needs).
     pub fn snapshot(&self) -> TargetStats {
         TargetStats {
-            bucket_counts: self.bucket_counts.clone(),
-            recent_arrivals: Vec::new(),
             native: self.native.clone(),
-            ..*self
+            ..self.counters_snapshot()
         }
     }
 
