@@ -75,14 +75,23 @@ impl Channel {
         super::demux::read_queued(self, engine, batch, error_buffer);
     }
 
-    /// Stops the channel's receiver; the endpoint closes when the last user drops it.
     /// Takes the socket's drop count that came with a datagram; answers how many drops it adds
-    /// to the last count seen (the kernel's counter is 32 bits and wraps).
+    /// to the highest count seen (the kernel's counter is 32 bits and wraps). The receive loop
+    /// and the sender's catch-up read may handle datagrams out of queue order, so an older,
+    /// lower count adds nothing.
     pub fn note_socket_drops(&self, reported: u32) -> u32 {
-        let seen = self.drops_seen.swap(reported, Ordering::Relaxed);
-        reported.wrapping_sub(seen)
+        let is_newer = |seen: u32| (reported.wrapping_sub(seen) as i32) > 0;
+        match self
+            .drops_seen
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                is_newer(seen).then_some(reported)
+            }) {
+            Ok(seen) => reported.wrapping_sub(seen),
+            Err(_) => 0,
+        }
     }
 
+    /// Stops the channel's receiver; the endpoint closes when the last user drops it.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.close_signal.notify_one();
@@ -133,5 +142,39 @@ impl EngineCore {
             }
             next
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::icmp::fake::FakeTransport;
+    use crate::icmp::socket::SocketKind;
+    use crate::icmp::transport::{Role, Transport};
+
+    #[test]
+    fn socket_drops_add_up_forward_only_and_across_the_wrap() {
+        let key = SocketKey {
+            family: Family::V4,
+            kind: SocketKind::Raw,
+            source: None,
+            dont_fragment: false,
+        };
+        let endpoint = FakeTransport::new()
+            .open(&key, Role::SendReceive)
+            .expect("fake endpoint");
+        let channel = Channel::new(key, endpoint);
+        assert_eq!(channel.note_socket_drops(5), 5);
+        assert_eq!(channel.note_socket_drops(5), 0, "the same count again");
+        assert_eq!(channel.note_socket_drops(12), 7);
+        // A datagram queued earlier, handled later by the other reader: adds nothing.
+        assert_eq!(channel.note_socket_drops(9), 0);
+        assert_eq!(channel.note_socket_drops(12), 0);
+        // The kernel's 32-bit counter wraps: a count that moved under half the range ahead
+        // is newer, one half the range or more away is taken for an old one.
+        assert_eq!(channel.note_socket_drops(12 + (1 << 31)), 0);
+        assert_eq!(channel.note_socket_drops(11 + (1 << 31)), (1 << 31) - 1);
+        assert_eq!(channel.note_socket_drops(u32::MAX - 1), (1 << 31) - 13);
+        assert_eq!(channel.note_socket_drops(3), 5);
     }
 }
