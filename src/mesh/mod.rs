@@ -2,6 +2,7 @@
 //! reads the peer sources (files through `peer_file.rs`, read defensively); [`trace_auto`]
 //! traces the path to targets that turn lossy or dead, [`trace_export`] exports the paths.
 pub mod check;
+mod classic;
 pub mod discovery;
 pub mod fleet;
 pub mod labels;
@@ -11,6 +12,7 @@ pub mod palette;
 mod peer_file;
 pub mod peers;
 pub mod plan;
+mod reorder;
 pub mod runner;
 mod scheduler;
 pub mod stats;

@@ -2,36 +2,31 @@
 //!
 //! Owns the exact accounting: every sent probe ends exactly once as received or lost (a timeout
 //! or an ICMP error); duplicates and reordered replies are counted separately and never change
-//! the RTT histogram. Reordering is judged by the engine's arrival order, not by the order in
-//! which completions happen to be processed. Rendering writes the text format directly with each
-//! target's label set pre-rendered, because a 2000-target mesh has ~60 000 series.
+//! the RTT histogram. Reordering is judged by [`ArrivalRing`]. A target's counters are kept
+//! compact, because a pinger holds 100 000 of them: the counters most targets never move
+//! (duplicates, reordering, send and ICMP errors) live in one box made on the first such event,
+//! and classic bucket counts are 32-bit until one would overflow ([`ClassicCounts`]).
+//! Rendering writes the text format directly with each target's label set pre-rendered,
+//! because a 2000-target mesh has ~60 000 series.
 
 use std::fmt::Write;
 use std::ops::ControlFlow;
 
+use super::classic::ClassicCounts;
 use super::labels::LabelSet;
 use super::native::NativeHistogram;
+use super::reorder::ArrivalRing;
 use crate::expo::{self, MetricType};
 use crate::icmp::IcmpErrorKind;
 use crate::icmp::stats::ICMP_ERROR_KINDS;
 
-/// How many recent probes per target are remembered to judge reordering.
-const REORDER_WINDOW: u64 = 16;
-
-/// One recent reply, for judging reordering. Send index and arrival order are kept as their
-/// low 32 bits and compared with wrap-around: the notes of one target span at most
-/// [`REORDER_WINDOW`] sends and one timeout's replies, far below 2^31 apart.
-#[derive(Debug, Clone, Copy)]
-struct ArrivalNote {
-    send_index: u32,
-    arrival: u32,
-    /// Already counted as reordered.
-    counted: bool,
-}
-
-/// `a` comes after `b` in a wrapping 32-bit sequence.
-fn wrapping_after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
+/// The counters of events most targets never see, allocated on the first one.
+#[derive(Debug, Clone, Copy, Default)]
+struct RareCounts {
+    duplicates: u64,
+    reordered: u64,
+    send_errors: u64,
+    icmp_errors: [u64; ICMP_ERROR_KINDS.len()],
 }
 
 /// Counters and histogram of one target.
@@ -40,17 +35,13 @@ pub struct TargetStats {
     pub sent: u64,
     pub received: u64,
     pub lost: u64,
-    pub duplicates: u64,
-    pub reordered: u64,
-    pub send_errors: u64,
-    pub icmp_errors: [u64; ICMP_ERROR_KINDS.len()],
-    /// Non-cumulative counts per bucket; the last slot is the +Inf overflow.
-    bucket_counts: Vec<u64>,
+    rare: Option<Box<RareCounts>>,
+    bucket_counts: ClassicCounts,
     rtt_sum: f64,
-    pub last_rtt: Option<f64>,
-    /// Recent replies, at most [`REORDER_WINDOW`] sends back, allocated at its final size on
-    /// the first reply (216 bytes per target).
-    recent_arrivals: Vec<ArrivalNote>,
+    /// RTT of the newest reply in seconds; NaN before the first.
+    last_rtt: f64,
+    /// The replies to the last sends, to judge reordering (empty in snapshots).
+    arrivals: ArrivalRing,
     /// The native histogram of the same replies; `None` with `mesh.histogram: classic`.
     native: Option<NativeHistogram>,
 }
@@ -64,10 +55,44 @@ impl TargetStats {
     /// Stats with `bucket_count` classic buckets, and a native histogram if `native`.
     pub fn with_native(bucket_count: usize, native: bool) -> TargetStats {
         TargetStats {
-            bucket_counts: vec![0; bucket_count + 1],
+            bucket_counts: ClassicCounts::zeros(bucket_count + 1),
+            last_rtt: f64::NAN,
             native: native.then(NativeHistogram::default),
             ..TargetStats::default()
         }
+    }
+
+    fn rare(&self) -> RareCounts {
+        self.rare.as_deref().copied().unwrap_or_default()
+    }
+
+    fn rare_mut(&mut self) -> &mut RareCounts {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Extra echo replies to probes already answered.
+    pub fn duplicates(&self) -> u64 {
+        self.rare().duplicates
+    }
+
+    /// Replies that arrived after the reply to a later-sent probe.
+    pub fn reordered(&self) -> u64 {
+        self.rare().reordered
+    }
+
+    /// Probes the kernel refused to send.
+    pub fn send_errors(&self) -> u64 {
+        self.rare().send_errors
+    }
+
+    /// Probes answered by an ICMP error, per kind of [`ICMP_ERROR_KINDS`].
+    pub fn icmp_errors(&self) -> [u64; ICMP_ERROR_KINDS.len()] {
+        self.rare().icmp_errors
+    }
+
+    /// RTT of the most recent echo reply, in seconds.
+    pub fn last_rtt(&self) -> Option<f64> {
+        (!self.last_rtt.is_nan()).then_some(self.last_rtt)
     }
 
     /// Whether a native histogram is kept.
@@ -80,9 +105,9 @@ impl TargetStats {
         self.native.as_ref()
     }
 
-    /// Non-cumulative counts per classic bucket; the last slot is the +Inf overflow.
-    pub fn bucket_counts(&self) -> &[u64] {
-        &self.bucket_counts
+    /// Non-cumulative counts per classic bucket; the last one is the +Inf overflow.
+    pub fn bucket_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        self.bucket_counts.iter()
     }
 
     /// Sum of all RTTs received, in seconds.
@@ -95,7 +120,7 @@ impl TargetStats {
     }
 
     pub fn record_send_error(&mut self) {
-        self.send_errors += 1;
+        self.rare_mut().send_errors += 1;
     }
 
     /// An echo reply for send number `send_index`, which the engine received as its
@@ -109,64 +134,19 @@ impl TargetStats {
     ) {
         self.received += 1;
         self.rtt_sum += rtt_seconds;
-        self.last_rtt = Some(rtt_seconds);
+        self.last_rtt = rtt_seconds;
         let slot = buckets
             .iter()
             .position(|upper| rtt_seconds <= *upper)
             .unwrap_or(buckets.len());
-        if let Some(count) = self.bucket_counts.get_mut(slot) {
-            *count += 1;
-        }
+        self.bucket_counts.add(slot, 1);
         if let Some(native) = &mut self.native {
             native.observe(rtt_seconds);
         }
-        self.note_arrival(send_index, arrival);
-    }
-
-    fn note_arrival(&mut self, send_index: u64, arrival: u64) {
-        // Truncation is the point: see [`ArrivalNote`].
-        let (send_index, arrival) = (send_index as u32, arrival as u32);
-        // This reply is reordered if a later-sent probe's reply arrived before it.
-        let reordered_self = self.recent_arrivals.iter().any(|note| {
-            wrapping_after(note.send_index, send_index) && wrapping_after(arrival, note.arrival)
-        });
-        // Earlier-sent probes whose replies arrived after this one are reordered.
-        for note in &mut self.recent_arrivals {
-            if wrapping_after(send_index, note.send_index)
-                && wrapping_after(note.arrival, arrival)
-                && !note.counted
-            {
-                note.counted = true;
-                self.reordered += 1;
-            }
+        let reordered = self.arrivals.note(send_index, arrival);
+        if reordered > 0 {
+            self.rare_mut().reordered += reordered;
         }
-        if reordered_self {
-            self.reordered += 1;
-        }
-        if self.recent_arrivals.capacity() == 0 {
-            self.recent_arrivals
-                .reserve_exact(REORDER_WINDOW as usize + 2);
-        }
-        self.recent_arrivals.push(ArrivalNote {
-            send_index,
-            arrival,
-            counted: reordered_self,
-        });
-        let newest = self
-            .recent_arrivals
-            .iter()
-            .map(|note| note.send_index)
-            .fold(send_index, |newest, index| {
-                if wrapping_after(index, newest) {
-                    index
-                } else {
-                    newest
-                }
-            });
-        let oldest_kept = newest.wrapping_sub(REORDER_WINDOW as u32);
-        self.recent_arrivals.retain(|note| {
-            note.send_index == oldest_kept || wrapping_after(note.send_index, oldest_kept)
-        });
     }
 
     /// No echo reply by the deadline; `error` is the ICMP error that ended it early, if any.
@@ -175,7 +155,7 @@ impl TargetStats {
         if let Some(kind) = error
             && let Some(index) = ICMP_ERROR_KINDS.iter().position(|k| *k == kind)
         {
-            self.icmp_errors[index] += 1;
+            self.rare_mut().icmp_errors[index] += 1;
         }
     }
 
@@ -190,15 +170,20 @@ impl TargetStats {
     /// [`TargetStats::snapshot`] without the native histogram (the text format has none).
     pub fn counters_snapshot(&self) -> TargetStats {
         TargetStats {
+            sent: self.sent,
+            received: self.received,
+            lost: self.lost,
+            rare: self.rare.clone(),
             bucket_counts: self.bucket_counts.clone(),
-            recent_arrivals: Vec::new(),
+            rtt_sum: self.rtt_sum,
+            last_rtt: self.last_rtt,
+            arrivals: ArrivalRing::default(),
             native: None,
-            ..*self
         }
     }
 
     pub fn record_duplicate(&mut self) {
-        self.duplicates += 1;
+        self.rare_mut().duplicates += 1;
     }
 
     /// Adds `other`'s counters and histogram to these (one exported series set for several
@@ -208,28 +193,24 @@ impl TargetStats {
         self.sent += other.sent;
         self.received += other.received;
         self.lost += other.lost;
-        self.duplicates += other.duplicates;
-        self.reordered += other.reordered;
-        self.send_errors += other.send_errors;
-        for (mine, theirs) in self.icmp_errors.iter_mut().zip(other.icmp_errors) {
-            *mine += theirs;
+        if let Some(theirs) = other.rare.as_deref() {
+            let mine = self.rare_mut();
+            mine.duplicates += theirs.duplicates;
+            mine.reordered += theirs.reordered;
+            mine.send_errors += theirs.send_errors;
+            for (mine, theirs) in mine.icmp_errors.iter_mut().zip(theirs.icmp_errors) {
+                *mine += theirs;
+            }
         }
-        if self.bucket_counts.len() < other.bucket_counts.len() {
-            self.bucket_counts.resize(other.bucket_counts.len(), 0);
-        }
-        for (mine, theirs) in self.bucket_counts.iter_mut().zip(&other.bucket_counts) {
-            *mine += theirs;
-        }
+        self.bucket_counts.absorb(&other.bucket_counts);
         self.rtt_sum += other.rtt_sum;
         match (&mut self.native, &other.native) {
             (Some(mine), Some(theirs)) => mine.merge(theirs),
             (None, Some(theirs)) => self.native = Some(theirs.clone()),
             _ => {}
         }
-        self.last_rtt = match (self.last_rtt, other.last_rtt) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        // `f64::max` ignores a NaN side: the larger, or whichever exists.
+        self.last_rtt = self.last_rtt.max(other.last_rtt);
     }
 }
 
@@ -296,7 +277,7 @@ pub(super) const FAMILIES: [(&str, &str, Column); 9] = [
     (
         "meshprobe_mesh_duplicates_total",
         "Extra echo replies to a probe that was already answered.",
-        Column::Counter(|s| s.duplicates),
+        Column::Counter(|s| s.duplicates()),
     ),
     (
         "meshprobe_mesh_errors_total",
@@ -321,7 +302,7 @@ pub(super) const FAMILIES: [(&str, &str, Column); 9] = [
     (
         "meshprobe_mesh_reordered_total",
         "Echo replies that arrived after the reply to a later-sent probe to the same target.",
-        Column::Counter(|s| s.reordered),
+        Column::Counter(|s| s.reordered()),
     ),
     (
         "meshprobe_mesh_rtt_seconds",
@@ -331,7 +312,7 @@ pub(super) const FAMILIES: [(&str, &str, Column); 9] = [
     (
         "meshprobe_mesh_send_errors_total",
         "Probes the kernel refused to send (no route, interface down); not counted as sent.",
-        Column::Counter(|s| s.send_errors),
+        Column::Counter(|s| s.send_errors()),
     ),
     (
         "meshprobe_mesh_sent_total",
@@ -363,7 +344,7 @@ pub fn render(
             Column::Errors => {
                 expo::family(out, name, help, MetricType::Counter);
                 for row in rows {
-                    let errors = row.stats().icmp_errors;
+                    let errors = row.stats().icmp_errors();
                     for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
                         let count = errors[index];
                         if count > 0 {
@@ -381,7 +362,7 @@ pub fn render(
             Column::LastRtt => {
                 expo::family(out, name, help, MetricType::Gauge);
                 for row in rows {
-                    let last_rtt = row.stats().last_rtt;
+                    let last_rtt = row.stats().last_rtt();
                     if let Some(rtt) = last_rtt {
                         line(out, name, row.labels, None, rtt);
                     }
@@ -419,7 +400,7 @@ fn render_histogram(
         let (received, rtt_sum) = {
             let stats = row.stats();
             counts.clear();
-            counts.extend_from_slice(&stats.bucket_counts);
+            counts.extend(stats.bucket_counts());
             (stats.received, stats.rtt_sum)
         };
         let mut cumulative = 0u64;
@@ -461,13 +442,13 @@ mod tests {
         stats.record_reply(&buckets, 0.0001, 1, 10);
         stats.record_reply(&buckets, 0.0001, 3, 11);
         stats.record_reply(&buckets, 0.0001, 2, 12);
-        assert_eq!(stats.reordered, 1);
+        assert_eq!(stats.reordered(), 1);
         // Same arrivals, processed in another order: same answer.
         let mut other = TargetStats::new(1);
         other.record_reply(&buckets, 0.0001, 2, 12);
         other.record_reply(&buckets, 0.0001, 1, 10);
         other.record_reply(&buckets, 0.0001, 3, 11);
-        assert_eq!(other.reordered, 1);
+        assert_eq!(other.reordered(), 1);
         assert_eq!(other.received, 3);
     }
 
@@ -480,21 +461,13 @@ mod tests {
         stats.record_reply(&buckets, 0.0001, base, base + 100);
         stats.record_reply(&buckets, 0.0001, base + 2, base + 101);
         stats.record_reply(&buckets, 0.0001, base + 1, base + 102);
-        assert_eq!(stats.reordered, 1);
+        assert_eq!(stats.reordered(), 1);
         stats.record_reply(&buckets, 0.0001, base + 3, base + 103);
-        assert_eq!(stats.reordered, 1, "in order after the wrap");
+        assert_eq!(stats.reordered(), 1, "in order after the wrap");
         // A reply sent before one that already arrived is reordered, however far back.
         stats.record_reply(&buckets, 0.0001, base + 40, base + 104);
         stats.record_reply(&buckets, 0.0001, base + 10, base + 105);
-        assert_eq!(stats.reordered, 2);
-        // Only the last REORDER_WINDOW sends are remembered.
-        assert!(stats.recent_arrivals.len() <= REORDER_WINDOW as usize + 1);
-        assert!(
-            stats
-                .recent_arrivals
-                .iter()
-                .all(|note| note.send_index >= (base + 40 - REORDER_WINDOW) as u32)
-        );
+        assert_eq!(stats.reordered(), 2);
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn each_metric(
         ),
         Column::Errors => {
             for (index, kind) in ICMP_ERROR_KINDS.iter().enumerate() {
-                let count = stats.icmp_errors[index];
+                let count = stats.icmp_errors()[index];
                 if count > 0 {
                     let value = Value::Counter(Counter {
                         value: Some(count as f64),
@@ -128,7 +128,7 @@ fn each_metric(
             }
         }
         Column::LastRtt => {
-            if let Some(rtt) = stats.last_rtt {
+            if let Some(rtt) = stats.last_rtt() {
                 emit(None, &Value::Gauge(Gauge { value: Some(rtt) }));
             }
         }
