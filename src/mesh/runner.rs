@@ -210,6 +210,7 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         let epoch = fleet::epoch(since_epoch, &mesh_config.fleet);
+        let mut rebuilt = false;
         if snapshot.changed || networks != last_networks || config_changed || epoch != last_epoch {
             let own: BTreeSet<IpAddr> = networks.iter().map(|n| n.address).collect();
             let selection = fleet::select(
@@ -246,17 +247,14 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
                 &previous,
                 set.targets,
                 set.unplaced,
-                snapshot.errors,
+                snapshot.errors.clone(),
                 &mesh_config.buckets,
                 mesh_config.histogram.native(),
                 &export,
             );
             tracing::info!(targets = table.targets.len(), "mesh target set updated");
             shared.store_table(table);
-            // Building a table of 100 000 targets parses and copies far more than it keeps:
-            // hand the difference back rather than keep it as RSS for the life of the process.
-            drop(previous);
-            crate::sys::release_freed_memory();
+            rebuilt = true;
             last_networks = networks;
             last_config = Some(mesh_config.clone());
             last_epoch = epoch;
@@ -264,12 +262,19 @@ async fn refresh_loop(shared: Arc<MeshShared>) {
             let previous = shared.table.load_full();
             let table = TargetTable {
                 targets: previous.targets.clone(),
-                by_address: previous.by_address.clone(),
                 unplaced: previous.unplaced.clone(),
-                source_errors: snapshot.errors,
+                source_errors: snapshot.errors.clone(),
                 buckets: previous.buckets.clone(),
             };
             shared.store_table(table);
+        }
+        // Not kept while asleep: at 100 000 peers the entries are 3 MB.
+        drop(snapshot);
+        if rebuilt {
+            // Building a table of 100 000 targets parses and copies far more than it keeps
+            // (the selection, the target set, the previous table): hand the difference back
+            // rather than keep it as RSS for the life of the process.
+            crate::sys::release_freed_memory();
         }
         let mut sleep = mesh_config.refresh_interval;
         if let Some(every) = mesh_config.fleet.rotate_every {
@@ -363,16 +368,8 @@ fn build_table(
             }
         }
     }
-    let mut by_address: HashMap<IpAddr, Vec<Arc<MeshTarget>>> = HashMap::new();
-    for target in &targets {
-        by_address
-            .entry(target.spec.address)
-            .or_default()
-            .push(Arc::clone(target));
-    }
     TargetTable {
         targets,
-        by_address,
         unplaced,
         source_errors,
         buckets: buckets.to_vec(),

@@ -6,8 +6,6 @@
 //! its probes, so the receive task accounts a reply directly) and nothing else: the refresher
 //! (`runner.rs`) builds tables, the scheduler sends, `view.rs` and `stats.rs` read.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -106,7 +104,6 @@ impl AnswerSink for MeshTarget {
 #[derive(Default)]
 pub struct TargetTable {
     pub targets: Vec<Arc<MeshTarget>>,
-    pub by_address: HashMap<IpAddr, Vec<Arc<MeshTarget>>>,
     pub unplaced: Vec<(String, Unplaced)>,
     pub source_errors: Vec<String>,
     pub buckets: Vec<f64>,
