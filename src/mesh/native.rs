@@ -2,11 +2,14 @@
 //!
 //! Owns the bucket arithmetic: schema [`SCHEMA`] (bucket boundaries 2^(k/16), each bucket
 //! 4.4 % wide, so any value is within ±2.2 % of its bucket's geometric middle), the zero bucket
-//! below [`ZERO_THRESHOLD`], the bound of [`MAX_BUCKETS`] populated buckets (beyond it the
-//! resolution halves, as client_golang's `NativeHistogramMaxBucketNumber` does when it may not
-//! reset), and the span/delta encoding of the protobuf message. Only populated buckets are
-//! stored, 8 bytes each (a 32-bit count, widened to 64 bits for a bucket that passes 2^32), grown
-//! a few at a time. It does no I/O and knows nothing about labels or exposition.
+//! below [`ZERO_THRESHOLD`], the bounds of [`MAX_BUCKETS`] populated buckets and of a
+//! [`MAX_SPAN`] from the lowest to the highest (beyond either the resolution halves, as
+//! client_golang's `NativeHistogramMaxBucketNumber` does when it may not reset), and the
+//! span/delta encoding of the protobuf message. The buckets are stored densely, one count per
+//! index from the lowest populated bucket to the highest (an RTT distribution fills nearly every
+//! bucket of its range), each count in the fewest bytes that hold the largest (1, 2, 4 or 8), and
+//! the range grows a few slots at a time. It does no I/O and knows nothing about labels or
+//! exposition.
 
 use crate::proto::{BucketSpan, Histogram};
 
@@ -24,7 +27,17 @@ pub const ZERO_THRESHOLD: f64 = 1.0 / (1u64 << 30) as f64;
 /// (say 20 µs … 20 ms) before the resolution has to halve.
 pub const MAX_BUCKETS: usize = 160;
 
-/// Buckets of one target's RTT distribution.
+/// Bucket indices kept per histogram from the lowest populated bucket to the highest, empty ones
+/// between included: at schema 4 twenty powers of two (say 10 µs … 10 s), so RTTs up to a
+/// probe timeout keep the full resolution, while two values further apart (1 µs and 100 s) halve
+/// it instead of making the dense storage large. At most 4 × 320 bytes for 32-bit counts, as
+/// much as 160 buckets took when each one stored its index.
+pub const MAX_SPAN: usize = 2 * MAX_BUCKETS;
+
+/// Buckets of one target's RTT distribution. After every observation and merge at most
+/// [`MAX_BUCKETS`] are populated and they span at most [`MAX_SPAN`] indices, the resolution
+/// halved as often as that takes (not below schema −4, where any finite value is within 66
+/// indices of any other).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NativeHistogram {
     schema: i32,
@@ -33,68 +46,157 @@ pub struct NativeHistogram {
     buckets: BucketCounts,
 }
 
-/// How many bucket slots a histogram grows by when a new bucket appears (doubling would leave a
-/// quarter of the memory unused on average, at 100 000 targets 10 MB).
-const GROWTH: usize = 8;
+/// Empty slots a growing range gets beyond the new bucket, so the next buckets out at that edge
+/// fit without a reallocation (doubling would leave a quarter of the memory unused on average).
+const SPARE: i32 = 2;
 
-/// Populated buckets, sorted by index. A count is kept as a u32 in `narrow` until it would pass
-/// `u32::MAX` (4.3 billion replies in one bucket: 136 years at one probe a second), then as a
-/// u64 in `wide`; each bucket is in exactly one of them, so equal histograms compare equal.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Buckets, dense: slot i counts bucket `offset + i`, 0 if nothing fell in it (a populated
+/// bucket has a count > 0). A count takes `width` bytes, little-endian: the fewest of 1, 2, 4
+/// and 8 that hold the largest count, so counts stay exact (8 bytes after 2^32 replies in one
+/// bucket, 136 years at one probe a second) and a young histogram is smaller. Equal histograms
+/// compare equal: equality is by the populated (index, count) pairs, whatever the empty slots.
+#[derive(Clone)]
 struct BucketCounts {
-    narrow: Vec<(i32, u32)>,
-    wide: Vec<(i32, u64)>,
+    offset: i32,
+    width: u8,
+    slots: Box<[u8]>,
+}
+
+/// The fewest bytes (1, 2, 4 or 8) that hold `count`.
+fn width_of(count: u64) -> u8 {
+    match count {
+        0..=0xff => 1,
+        0x100..=0xffff => 2,
+        0x1_0000..=0xffff_ffff => 4,
+        _ => 8,
+    }
+}
+
+/// Indices from the lowest to the highest of `bounds` and `low..=high`.
+fn span(bounds: Option<(i32, i32)>, low: i32, high: i32) -> usize {
+    let (low, high) = bounds.map_or((low, high), |(l, h)| (l.min(low), h.max(high)));
+    (i64::from(high) - i64::from(low) + 1) as usize
+}
+
+impl Default for BucketCounts {
+    fn default() -> BucketCounts {
+        BucketCounts::zeroed(0, 0, 1)
+    }
+}
+
+impl PartialEq for BucketCounts {
+    fn eq(&self, other: &BucketCounts) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for BucketCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl BucketCounts {
+    fn zeroed(offset: i32, slots: usize, width: u8) -> BucketCounts {
+        let slots = vec![0; slots * usize::from(width)].into_boxed_slice();
+        BucketCounts {
+            offset,
+            width,
+            slots,
+        }
+    }
+
+    fn slot_count(&self) -> usize {
+        self.slots.len() / usize::from(self.width)
+    }
+
+    /// The count of every slot, in index order.
+    fn counts(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
+        (0..self.slot_count()).map(|slot| self.get(slot))
+    }
+
+    fn get(&self, slot: usize) -> u64 {
+        let width = usize::from(self.width);
+        let mut bytes = [0; 8];
+        bytes[..width].copy_from_slice(&self.slots[slot * width..][..width]);
+        u64::from_le_bytes(bytes)
+    }
+
+    fn set(&mut self, slot: usize, count: u64) {
+        let width = usize::from(self.width);
+        self.slots[slot * width..][..width].copy_from_slice(&count.to_le_bytes()[..width]);
+    }
+
+    /// Populated buckets.
     fn len(&self) -> usize {
-        self.narrow.len() + self.wide.len()
+        self.counts().filter(|&count| count > 0).count()
     }
 
-    /// Adds `count` to bucket `key`.
-    fn add(&mut self, key: i32, count: u64) {
-        if let Ok(position) = self.wide.binary_search_by_key(&key, |(index, _)| *index) {
-            self.wide[position].1 += count;
-            return;
+    /// The lowest and the highest populated index.
+    fn bounds(&self) -> Option<(i32, i32)> {
+        let low = self.counts().position(|count| count > 0)?;
+        let high = self.counts().rposition(|count| count > 0)?;
+        Some((self.offset + low as i32, self.offset + high as i32))
+    }
+
+    /// Indices from the lowest populated bucket to the highest.
+    fn range(&self) -> usize {
+        self.bounds().map_or(0, |(low, high)| span(None, low, high))
+    }
+
+    /// Lays the populated buckets out again from bucket `offset`, in `slots` slots of `width`.
+    fn relayout(&mut self, offset: i32, slots: usize, width: u8) {
+        let mut moved = BucketCounts::zeroed(offset, slots, width);
+        for (index, count) in self.iter() {
+            moved.set((index - offset) as usize, count);
         }
-        match self.narrow.binary_search_by_key(&key, |(index, _)| *index) {
-            Ok(position) => {
-                let total = u64::from(self.narrow[position].1) + count;
-                match u32::try_from(total) {
-                    Ok(total) => self.narrow[position].1 = total,
-                    Err(_) => {
-                        self.narrow.remove(position);
-                        insert_wide(&mut self.wide, key, total);
-                    }
-                }
-            }
-            Err(position) => match u32::try_from(count) {
-                Ok(count) => {
-                    if self.narrow.len() == self.narrow.capacity() {
-                        self.narrow.reserve_exact(GROWTH);
-                    }
-                    self.narrow.insert(position, (key, count));
-                }
-                Err(_) => insert_wide(&mut self.wide, key, count),
-            },
+        *self = moved;
+    }
+
+    /// Grows the range to hold buckets `low..=high`, with [`SPARE`] empty slots beyond them at
+    /// an edge that grows.
+    fn cover(&mut self, low: i32, high: i32) {
+        if self.slots.is_empty() {
+            self.offset = low;
+        }
+        let end = self.offset + self.slot_count() as i32;
+        if low < self.offset || high >= end {
+            let start = if low < self.offset {
+                low - SPARE
+            } else {
+                self.offset
+            };
+            let end = if high >= end { high + 1 + SPARE } else { end };
+            self.relayout(start, (end - start) as usize, self.width);
         }
     }
 
-    /// (index, count) in index order.
+    /// Adds `count` to bucket `key`; true if that populated it.
+    fn add(&mut self, key: i32, count: u64) -> bool {
+        if count == 0 {
+            return false;
+        }
+        self.cover(key, key);
+        let slot = (key - self.offset) as usize;
+        let before = self.get(slot);
+        let total = before.saturating_add(count);
+        if width_of(total) > self.width {
+            self.relayout(self.offset, self.slot_count(), width_of(total));
+        }
+        self.set(slot, total);
+        before == 0
+    }
+
+    /// (index, count) of the populated buckets in index order.
     fn iter(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
-        let mut narrow = self.narrow.iter().peekable();
-        let mut wide = self.wide.iter().peekable();
-        std::iter::from_fn(move || match (narrow.peek(), wide.peek()) {
-            (Some(n), Some(w)) if w.0 < n.0 => wide.next().copied(),
-            (Some(_), _) => narrow
-                .next()
-                .map(|&(index, count)| (index, u64::from(count))),
-            (None, _) => wide.next().copied(),
-        })
+        let offset = self.offset;
+        (0..)
+            .zip(self.counts())
+            .filter_map(move |(slot, count)| (count > 0).then_some((offset + slot, count)))
     }
 
-    /// Buckets from (index, count) pairs in index order; the counts of a repeated index add
-    /// up (halving maps pairs of buckets onto one).
+    /// Buckets from (index, count) pairs in index order, in as few slots as they take; the
+    /// counts of a repeated index add up (halving maps pairs of buckets onto one).
     fn from_sorted(pairs: impl Iterator<Item = (i32, u64)>) -> BucketCounts {
         let mut sums: Vec<(i32, u64)> = Vec::new();
         for (index, count) in pairs {
@@ -103,14 +205,14 @@ impl BucketCounts {
                 _ => sums.push((index, count)),
             }
         }
-        let mut buckets = BucketCounts::default();
+        let (Some(&(low, _)), Some(&(high, _))) = (sums.first(), sums.last()) else {
+            return BucketCounts::default();
+        };
+        let width = sums.iter().map(|&(_, count)| width_of(count)).max();
+        let mut buckets = BucketCounts::zeroed(low, span(None, low, high), width.unwrap_or(1));
         for (index, count) in sums {
-            match u32::try_from(count) {
-                Ok(count) => buckets.narrow.push((index, count)),
-                Err(_) => buckets.wide.push((index, count)),
-            }
+            buckets.set((index - low) as usize, count);
         }
-        buckets.narrow.shrink_to_fit();
         buckets
     }
 }
@@ -125,11 +227,6 @@ fn coarser_index(index: i32, shift: i32) -> i32 {
     ((i64::from(index) + (1i64 << shift) - 1) >> shift) as i32
 }
 
-fn insert_wide(wide: &mut Vec<(i32, u64)>, key: i32, count: u64) {
-    let position = wide.partition_point(|(index, _)| *index < key);
-    wide.insert(position, (key, count));
-}
-
 impl Default for NativeHistogram {
     fn default() -> NativeHistogram {
         NativeHistogram {
@@ -141,6 +238,7 @@ impl Default for NativeHistogram {
 }
 
 impl NativeHistogram {
+    /// Counts `value` (seconds); +∞ counts in the bucket of the largest finite value.
     pub fn observe(&mut self, value: f64) {
         if value.is_nan() {
             return;
@@ -149,9 +247,10 @@ impl NativeHistogram {
             self.zero_count += 1;
             return;
         }
-        self.buckets.add(bucket_index(value, self.schema), 1);
-        while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
-            self.halve_resolution();
+        let key = bucket_index(value.min(f64::MAX), self.schema);
+        let shift = self.make_room(key, key, self.schema);
+        if self.buckets.add(coarser_index(key, shift), 1) {
+            self.keep_bounds();
         }
     }
 
@@ -164,20 +263,46 @@ impl NativeHistogram {
     }
 
     /// Adds `other`'s observations (several targets exported as one series). The result has the
-    /// coarser of the two schemas and stays within [`MAX_BUCKETS`].
+    /// coarser of the two schemas and stays within [`MAX_BUCKETS`] and [`MAX_SPAN`].
     pub fn merge(&mut self, other: &NativeHistogram) {
         while self.schema > other.schema {
             self.halve_resolution();
         }
         // Bucket k of schema s + d lies inside bucket ⌈k / 2^d⌉ of schema s: `other` is read
         // at this schema without a copy, and added in place (a scrape's group total already
-        // holds nearly every bucket its targets have, so this rarely inserts).
+        // holds nearly every bucket its targets have, so the range rarely grows, and then once).
+        if let Some((low, high)) = other.buckets.bounds() {
+            self.make_room(low, high, other.schema);
+        }
         let shift = other.schema - self.schema;
         for (index, count) in other.buckets.iter() {
             self.buckets.add(coarser_index(index, shift), count);
         }
         self.zero_count += other.zero_count;
-        while self.buckets.len() > MAX_BUCKETS && self.schema > MIN_SCHEMA {
+        self.keep_bounds();
+    }
+
+    /// Halves the resolution until buckets `low..=high` of `schema` (not coarser than this one)
+    /// fit in [`MAX_SPAN`] with the populated ones, so the range never outgrows it, and grows
+    /// the range to hold them; returns how many steps coarser than `schema` this one now is.
+    fn make_room(&mut self, low: i32, high: i32, schema: i32) -> i32 {
+        loop {
+            let shift = schema - self.schema;
+            let (low, high) = (coarser_index(low, shift), coarser_index(high, shift));
+            if self.schema <= MIN_SCHEMA || span(self.buckets.bounds(), low, high) <= MAX_SPAN {
+                self.buckets.cover(low, high);
+                return shift;
+            }
+            self.halve_resolution();
+        }
+    }
+
+    /// Halves the resolution until at most [`MAX_BUCKETS`] buckets are populated and they span
+    /// at most [`MAX_SPAN`] indices.
+    fn keep_bounds(&mut self) {
+        while self.schema > MIN_SCHEMA
+            && (self.buckets.len() > MAX_BUCKETS || self.buckets.range() > MAX_SPAN)
+        {
             self.halve_resolution();
         }
     }
@@ -193,6 +318,12 @@ impl NativeHistogram {
         self.buckets = BucketCounts::from_sorted(coarse);
     }
 
+    /// Bytes of bucket storage on the heap.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.buckets.slots.len()
+    }
+
     /// Fills the native fields of a protobuf histogram (count and sum are shared with the
     /// classic part and set by the caller). Gaps of one or two empty buckets are sent as zero
     /// deltas rather than a new span, as client_golang does, since that is smaller. An empty
@@ -202,7 +333,7 @@ impl NativeHistogram {
         histogram.zero_threshold = Some(ZERO_THRESHOLD);
         histogram.zero_count = Some(self.zero_count);
         let mut spans: Vec<BucketSpan> = Vec::new();
-        let mut deltas = Vec::with_capacity(self.buckets.len());
+        let mut deltas = Vec::with_capacity(self.buckets.slot_count());
         let mut previous: Option<i32> = None;
         let mut previous_count = 0i64;
         for (index, count) in self.buckets.iter() {
@@ -267,6 +398,40 @@ pub fn upper_bound(key: i32, schema: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    /// Pseudo-random numbers in [0, 1) (an LCG with Knuth's MMIX constants).
+    fn unit(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn log_uniform(state: &mut u64, low: f64, high: f64) -> f64 {
+        low * (high / low).powf(unit(state))
+    }
+
+    /// The populated buckets of `values` at `schema`, the plain way: a map at [`SCHEMA`],
+    /// carried down to `schema`.
+    fn reference(values: &[f64], schema: i32) -> Vec<(i32, u64)> {
+        let mut map = BTreeMap::new();
+        for &value in values.iter().filter(|value| **value > ZERO_THRESHOLD) {
+            let index = coarser_index(bucket_index(value, SCHEMA), SCHEMA - schema);
+            *map.entry(index).or_insert(0) += 1;
+        }
+        map.into_iter().collect()
+    }
+
+    fn pairs(native: &NativeHistogram) -> Vec<(i32, u64)> {
+        native.buckets.iter().collect()
+    }
+
+    fn within_bounds(buckets: &[(i32, u64)]) -> bool {
+        let range = buckets.first().zip(buckets.last());
+        buckets.len() <= MAX_BUCKETS
+            && range.is_none_or(|(low, high)| span(None, low.0, high.0) <= MAX_SPAN)
+    }
 
     /// Expands spans and deltas back into (index, count) pairs, as Prometheus does.
     fn expand(histogram: &Histogram) -> Vec<(i32, u64)> {
@@ -407,14 +572,14 @@ mod tests {
         buckets.add(5, u64::from(u32::MAX) - 1);
         buckets.add(-3, 7);
         buckets.add(5, 1);
-        assert_eq!(buckets.wide.len(), 0, "u32::MAX itself still fits");
+        assert_eq!(buckets.width, 4, "u32::MAX itself still fits");
         buckets.add(5, 1);
         buckets.add(9, 1);
         buckets.add(5, 10);
         let expected = [(-3, 7), (5, u64::from(u32::MAX) + 11), (9, 1)];
         assert_eq!(buckets.iter().collect::<Vec<_>>(), expected);
         assert_eq!(buckets.len(), 3);
-        assert_eq!((buckets.narrow.len(), buckets.wide.len()), (2, 1));
+        assert_eq!(buckets.width, 8);
         // Rebuilt from its pairs it is the same, and so is a merge into an empty histogram.
         assert_eq!(BucketCounts::from_sorted(expected.into_iter()), buckets);
         let mut native = NativeHistogram {
@@ -443,6 +608,132 @@ mod tests {
         }
         let populated = native.populated_buckets();
         assert!(populated >= 30, "{populated}");
-        assert!(native.buckets.narrow.capacity() < populated + GROWTH);
+        // One byte a count, and at most SPARE empty slots beyond either end.
+        let slots = native.buckets.slot_count();
+        assert_eq!(native.heap_bytes(), slots);
+        assert!(slots <= native.buckets.range() + 2 * SPARE as usize);
+    }
+
+    #[test]
+    fn dense_buckets_hold_what_a_plain_map_holds() {
+        let mut layouts_differed = false;
+        for seed in 1..=8u64 {
+            // A body of 50 µs … 5 ms, with none, 2 % or 20 % outliers from 1 µs to 100 s.
+            let outliers = [0, 2, 20][seed as usize % 3];
+            let mut state = seed;
+            let values: Vec<f64> = (0..3000)
+                .map(|i| match unit(&mut state) * 100.0 {
+                    _ if i % 500 == 7 => 0.0,
+                    roll if roll < f64::from(outliers) => log_uniform(&mut state, 1e-6, 100.0),
+                    _ => log_uniform(&mut state, 50e-6, 5e-3),
+                })
+                .collect();
+            // The body alone keeps schema 4; the outliers alone are coarser.
+            let [mut native, mut reversed, mut body, mut rest]: [NativeHistogram; 4] =
+                Default::default();
+            for &value in &values {
+                native.observe(value);
+                if (50e-6..5e-3).contains(&value) {
+                    &mut body
+                } else {
+                    &mut rest
+                }
+                .observe(value);
+            }
+            values.iter().rev().for_each(|&v| reversed.observe(v));
+            let expected = reference(&values, native.schema());
+            assert_eq!(pairs(&native), expected, "seed {seed}");
+            let mut histogram = Histogram::default();
+            native.fill(&mut histogram);
+            assert_eq!(expand(&histogram), expected, "seed {seed}");
+            // Encoded as before: a new span only after a gap of 3 or more empty buckets.
+            let gaps = expected
+                .windows(2)
+                .map(|pair| (pair[1].0 - pair[0].0) as usize);
+            let spans = 1 + gaps.clone().filter(|gap| *gap > 3).count();
+            let deltas = 1 + gaps.map(|gap| if gap > 3 { 1 } else { gap }).sum::<usize>();
+            assert_eq!(histogram.positive_span.len(), spans);
+            assert_eq!(histogram.positive_delta.len(), deltas);
+            assert_eq!(native.zero_count, 6);
+            // Halved only as far as the bounds need.
+            let finer = reference(&values, native.schema() + 1);
+            assert!(within_bounds(&expected));
+            assert!(native.schema() == SCHEMA || !within_bounds(&finer));
+            let range = span(None, expected[0].0, expected[expected.len() - 1].0);
+            assert!(native.buckets.slot_count() <= range + 2 * SPARE as usize);
+            // Order, history and spare slots do not change what compares equal.
+            assert_eq!(reversed, native, "seed {seed}");
+            layouts_differed |= reversed.buckets.offset != native.buckets.offset;
+            let mut merged = body.clone();
+            merged.merge(&rest);
+            assert_eq!(merged, native, "seed {seed}");
+            rest.merge(&body);
+            assert_eq!(rest, native, "seed {seed}");
+        }
+        assert!(layouts_differed);
+    }
+
+    #[test]
+    fn a_dense_range_takes_at_most_four_bytes_a_bucket() {
+        let mut state = 1;
+        let mut native = NativeHistogram::default();
+        for _ in 0..10_000 {
+            native.observe(log_uniform(&mut state, 50e-6, 5e-3));
+        }
+        let (populated, range) = (native.populated_buckets(), native.buckets.range());
+        assert_eq!((native.schema(), populated, range), (SCHEMA, 107, 107));
+        // Before: 8 bytes a populated bucket, grown 8 at a time.
+        let before = 8 * populated.next_multiple_of(8);
+        assert_eq!(before, 896);
+        // Fewer than 256 replies in any bucket: one byte a slot, SPARE at most beyond each end.
+        let bound = range + 2 * SPARE as usize;
+        assert!(native.heap_bytes() <= bound, "{}", native.heap_bytes());
+        // 100 000 more in each (a day or more of probing): four bytes a slot, half of before.
+        for (index, _) in pairs(&native) {
+            native.buckets.add(index, 100_000);
+        }
+        assert_eq!(native.buckets.width, 4);
+        assert!(native.heap_bytes() <= 4 * bound, "{}", native.heap_bytes());
+        assert!(2 * native.heap_bytes() <= before, "{}", native.heap_bytes());
+    }
+
+    #[test]
+    fn far_apart_values_halve_the_resolution_to_bound_the_range() {
+        // 20 µs and 10 s: 304 indices at schema 4, within the bound, full resolution.
+        let mut native = NativeHistogram::default();
+        [20e-6, 10.0, 21e-6]
+            .into_iter()
+            .for_each(|v| native.observe(v));
+        assert_eq!((native.schema(), native.buckets.range()), (SCHEMA, 304));
+        // 1 µs and 100 s: 426 indices at schema 4, 214 at schema 3.
+        assert_eq!(
+            span(None, bucket_index(1e-6, 4), bucket_index(100.0, 4)),
+            426
+        );
+        let values: Vec<f64> = [1e-6, 100.0, 3e-4, 1e-6].repeat(300);
+        let [mut native, mut low, mut high]: [NativeHistogram; 3] = Default::default();
+        for &value in &values {
+            native.observe(value);
+            if value < 1e-3 { &mut low } else { &mut high }.observe(value);
+        }
+        assert_eq!((native.schema(), native.buckets.range()), (SCHEMA - 1, 214));
+        // Counts up to 600 a bucket: two bytes a slot.
+        assert!(native.heap_bytes() <= 2 * (MAX_SPAN + 2 * SPARE as usize));
+        assert_eq!(pairs(&native), reference(&values, SCHEMA - 1));
+        assert_eq!(
+            pairs(&native).iter().map(|(_, count)| count).sum::<u64>(),
+            1200
+        );
+        // The same when the two ends meet in a merge (it halves before growing the range).
+        low.merge(&high);
+        assert_eq!(low, native);
+        // +∞ counts with the largest finite value (index 16384 at schema 4), within the bound.
+        let mut infinite = NativeHistogram::default();
+        [20e-6, f64::INFINITY]
+            .into_iter()
+            .for_each(|v| infinite.observe(v));
+        let top = bucket_index(f64::MAX, infinite.schema());
+        assert_eq!(pairs(&infinite).last(), Some(&(top, 1)));
+        assert!(infinite.heap_bytes() <= MAX_SPAN + 2 * SPARE as usize);
     }
 }
