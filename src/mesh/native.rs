@@ -59,6 +59,8 @@ const SPARE: i32 = 2;
 struct BucketCounts {
     offset: i32,
     width: u8,
+    /// Slots with a count > 0, kept by [`BucketCounts::set`] (so no observation scans them).
+    populated: u32,
     slots: Box<[u8]>,
 }
 
@@ -102,6 +104,7 @@ impl BucketCounts {
         BucketCounts {
             offset,
             width,
+            populated: 0,
             slots,
         }
     }
@@ -123,13 +126,24 @@ impl BucketCounts {
     }
 
     fn set(&mut self, slot: usize, count: u64) {
+        match (self.get(slot) > 0, count > 0) {
+            (false, true) => self.populated += 1,
+            (true, false) => self.populated -= 1,
+            _ => {}
+        }
         let width = usize::from(self.width);
         self.slots[slot * width..][..width].copy_from_slice(&count.to_le_bytes()[..width]);
     }
 
     /// Populated buckets.
     fn len(&self) -> usize {
-        self.counts().filter(|&count| count > 0).count()
+        self.populated as usize
+    }
+
+    /// The first and last index the slots stand for, populated or not.
+    fn slot_bounds(&self) -> Option<(i32, i32)> {
+        let slots = self.slot_count() as i32;
+        (slots > 0).then(|| (self.offset, self.offset + slots - 1))
     }
 
     /// The lowest and the highest populated index.
@@ -289,7 +303,12 @@ impl NativeHistogram {
         loop {
             let shift = schema - self.schema;
             let (low, high) = (coarser_index(low, shift), coarser_index(high, shift));
-            if self.schema <= MIN_SCHEMA || span(self.buckets.bounds(), low, high) <= MAX_SPAN {
+            // The slots hold every populated bucket: if they and the new ones fit, so do the
+            // populated ones (checked first, as it needs no scan of the slots).
+            if self.schema <= MIN_SCHEMA
+                || span(self.buckets.slot_bounds(), low, high) <= MAX_SPAN
+                || span(self.buckets.bounds(), low, high) <= MAX_SPAN
+            {
                 self.buckets.cover(low, high);
                 return shift;
             }
@@ -301,7 +320,9 @@ impl NativeHistogram {
     /// at most [`MAX_SPAN`] indices.
     fn keep_bounds(&mut self) {
         while self.schema > MIN_SCHEMA
-            && (self.buckets.len() > MAX_BUCKETS || self.buckets.range() > MAX_SPAN)
+            && (self.buckets.len() > MAX_BUCKETS
+                // The populated range is within the slots: only scan when they are wider.
+                || (self.buckets.slot_count() > MAX_SPAN && self.buckets.range() > MAX_SPAN))
         {
             self.halve_resolution();
         }
