@@ -13,12 +13,15 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
+use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 
+use super::labels::LabelSet;
 use crate::config::mesh::{PeerSources, TargetGroup, check_target_group};
 
 /// How long apart the two reads of a changed file are.
@@ -64,12 +67,31 @@ impl Fingerprint {
     }
 }
 
+/// One address the file lists (canonical: an IPv4-mapped IPv6 address as IPv4) and the labels
+/// of its group, shared with the group's other addresses.
+pub type FileEntry = (IpAddr, Arc<LabelSet>);
+
 /// A content that was applied: its digest (not its bytes, which at 100 000 targets are 10 MB
-/// kept for nothing) and what it parsed to.
+/// kept for nothing) and its addresses, flat (32 bytes each, where the parsed groups with an
+/// address string each took about 100).
 #[derive(Debug, Clone, PartialEq)]
 struct Accepted {
     digest: ContentDigest,
-    groups: Vec<TargetGroup>,
+    entries: Box<[FileEntry]>,
+}
+
+/// The addresses of parsed (and checked) groups, flat.
+fn flatten(groups: Vec<TargetGroup>) -> Box<[FileEntry]> {
+    groups
+        .into_iter()
+        .flat_map(|group| {
+            let labels = group.labels;
+            group.targets.into_iter().filter_map(move |target| {
+                let address = target.parse::<IpAddr>().ok()?.to_canonical();
+                Some((address, Arc::clone(&labels)))
+            })
+        })
+        .collect()
 }
 
 /// A file content's length and two differently salted 64-bit SipHashes of it: a changed content
@@ -137,11 +159,9 @@ pub enum Event {
 }
 
 impl WatchedFile {
-    /// The groups in force (the last good content), if any.
-    pub fn groups(&self) -> &[TargetGroup] {
-        self.good
-            .as_ref()
-            .map_or(&[], |good| good.groups.as_slice())
+    /// The addresses in force (the last good content), if any.
+    pub fn entries(&self) -> &[FileEntry] {
+        self.good.as_ref().map_or(&[], |good| &good.entries)
     }
 
     /// Why the file is refused now, if it is.
@@ -184,13 +204,12 @@ impl WatchedFile {
         let groups = parse_file_sd(&bytes, path, limits)?;
         self.status = Status::Good;
         drop(bytes);
-        let accepted = Accepted { digest, groups };
-        let before = self.groups().iter().map(|g| g.targets.len()).sum::<usize>();
-        let after = accepted
-            .groups
-            .iter()
-            .map(|g| g.targets.len())
-            .sum::<usize>();
+        let accepted = Accepted {
+            digest,
+            entries: flatten(groups),
+        };
+        let before = self.entries().len();
+        let after = accepted.entries.len();
         if (after as f64) < before as f64 * DROP_CONFIRM_RATIO {
             self.pending_drop = Some(PendingDrop {
                 fingerprint,

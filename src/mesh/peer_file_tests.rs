@@ -44,7 +44,7 @@ fn peers(count: usize) -> String {
 }
 
 fn targets(file: &WatchedFile) -> usize {
-    file.groups().iter().map(|g| g.targets.len()).sum()
+    file.entries().len()
 }
 
 #[test]
@@ -178,4 +178,29 @@ fn large_yaml_files_parse_like_json() {
     };
     let groups = parse_file_sd(yaml.as_bytes(), Path::new("p.yml"), limits).expect("parses");
     assert_eq!(groups.len(), count);
+}
+
+#[test]
+fn addresses_are_kept_flat_and_canonical_with_their_groups_labels() {
+    let dir = Dir::new("flat");
+    let text = r#"[{"targets": ["::ffff:198.18.1.1", "198.18.1.2"], "labels": {"peer": "a"}},
+                   {"targets": ["2001:db8::1"], "labels": {"peer": "b", "rack": "r1"}}]"#;
+    let path = dir.write("peers.json", text);
+    let mut file = WatchedFile::default();
+    assert_eq!(file.refresh(&path, LIMITS), Event::Applied);
+    let seen: Vec<(String, Option<&str>, Option<&str>)> = file
+        .entries()
+        .iter()
+        .map(|(address, labels)| (address.to_string(), labels.get("peer"), labels.get("rack")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("198.18.1.1".to_string(), Some("a"), None),
+            ("198.18.1.2".to_string(), Some("a"), None),
+            ("2001:db8::1".to_string(), Some("b"), Some("r1")),
+        ]
+    );
+    // One label set per group, shared by its addresses.
+    assert!(Arc::ptr_eq(&file.entries()[0].1, &file.entries()[1].1));
 }

@@ -193,7 +193,12 @@ impl PeerLoader {
         for path in &self.sources.files {
             if let Some(file) = self.files.get(path) {
                 let source = format!("peers file {}", path.display());
-                add_groups(&mut raw, &source, file.groups());
+                let source: Arc<str> = Arc::from(source);
+                raw.extend(
+                    file.entries().iter().map(|(address, labels)| {
+                        (Arc::clone(&source), *address, Arc::clone(labels))
+                    }),
+                );
             }
         }
         for dns in &self.sources.dns {
