@@ -46,16 +46,20 @@ pub fn tick_for(interval: Duration, slots: usize) -> Duration {
 /// Sent probes in send order, waiting for their deadline. Every probe of a config has the same
 /// timeout, so deadlines arrive in order and the front is always the next to expire; after a
 /// config shortens the timeout, the new probes wait behind the old ones at most the difference
-/// (their replies are still judged by their own deadline, in the engine).
+/// (their replies are still judged by their own deadline, in the engine). A batch's tickets
+/// wait together under its one deadline: 32 bytes a probe, 100 000 of them at 100 000
+/// probes/s with a 1 s timeout (a deadline per ticket took 48, in a queue that doubles).
 #[derive(Default)]
 pub struct Deadlines {
-    queue: VecDeque<(Instant, Ticket)>,
+    queue: VecDeque<(Instant, Vec<Ticket>)>,
 }
 
 impl Deadlines {
-    pub fn push(&mut self, deadline: Instant, tickets: impl IntoIterator<Item = Ticket>) {
-        self.queue
-            .extend(tickets.into_iter().map(|ticket| (deadline, ticket)));
+    pub fn push(&mut self, deadline: Instant, mut tickets: Vec<Ticket>) {
+        if !tickets.is_empty() {
+            tickets.shrink_to_fit();
+            self.queue.push_back((deadline, tickets));
+        }
     }
 
     /// When the next probe expires, if any waits.
@@ -68,13 +72,19 @@ impl Deadlines {
     pub fn expire_due(&mut self, pinger: &Pinger, now: Instant) {
         // From the front only: after a shorter timeout the queue is not sorted, and a probe
         // behind an older, later deadline waits for it (see above).
-        let due = self
-            .queue
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
-            .count();
-        if due > 0 {
-            pinger.expire_all(self.queue.drain(..due).map(|(_, ticket)| ticket).collect());
+        let mut due: Vec<Ticket> = Vec::new();
+        while let Some((deadline, _)) = self.queue.front()
+            && *deadline <= now
+            && let Some((_, tickets)) = self.queue.pop_front()
+        {
+            if due.is_empty() {
+                due = tickets;
+            } else {
+                due.extend(tickets);
+            }
+        }
+        if !due.is_empty() {
+            pinger.expire_all(due);
         }
     }
 }
@@ -156,7 +166,6 @@ impl Round {
 pub(super) async fn run(shared: Arc<MeshShared>) {
     let pinger = shared.pinger.clone();
     let mut deadlines = Deadlines::default();
-    let mut tickets = Vec::new();
     let mut round_start = Instant::now();
     let mut resume_mid_round = false;
     loop {
@@ -220,8 +229,9 @@ pub(super) async fn run(shared: Arc<MeshShared>) {
                 slot += 1;
             }
             let deadline = now + round.config.timeout;
+            let mut tickets = Vec::with_capacity(batch.len());
             pinger.send_batch(batch, deadline, &mut tickets).await;
-            deadlines.push(deadline, tickets.drain(..));
+            deadlines.push(deadline, tickets);
             // Behind schedule, every slot is already due and nothing above waits: let the
             // receive loop and HTTP (on the same runtime thread) run between batches.
             tokio::task::yield_now().await;
