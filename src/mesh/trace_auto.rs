@@ -121,6 +121,11 @@ impl PathBook {
         );
     }
 
+    /// The targets with a path.
+    fn keys(&self) -> Vec<TargetKey> {
+        self.paths().keys().cloned().collect()
+    }
+
     /// Forgets targets that left the table.
     fn retain(&self, keep: impl Fn(&TargetKey) -> bool) {
         self.paths().retain(|key, _| keep(key));
@@ -202,6 +207,22 @@ const LOOK_CHUNK: usize = 2_048;
 /// Traces queued at most: far more than `max_per_minute` can run before their cause is stale.
 const MAX_QUEUED: usize = 1_024;
 
+/// Which of `candidates` are keys of `targets`. Makes a key only for a target at a candidate's
+/// address: a key for every target would be 14 MB of short-lived strings at 100 000 targets,
+/// freed where the allocator may keep them.
+fn present_keys(targets: &[Arc<MeshTarget>], candidates: HashSet<TargetKey>) -> HashSet<TargetKey> {
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let addresses: HashSet<IpAddr> = candidates.iter().map(|key| key.2).collect();
+    targets
+        .iter()
+        .filter(|target| addresses.contains(&target.spec.address))
+        .map(|target| target_key(target))
+        .filter(|key| candidates.contains(key))
+        .collect()
+}
+
 impl Watch {
     /// Queues what the targets' states and the schedule ask for. O(targets), no queue scans,
     /// and a key is made only for a target in trouble or with a baseline schedule. Yields to
@@ -212,7 +233,14 @@ impl Watch {
         let targets = &table.targets;
         if !Weak::ptr_eq(&self.table_seen, &Arc::downgrade(table)) {
             self.table_seen = Arc::downgrade(table);
-            let present: HashSet<TargetKey> = targets.iter().map(|t| target_key(t)).collect();
+            let remembered: HashSet<TargetKey> = (self.in_trouble.iter())
+                .chain(self.baseline_queued.keys())
+                .chain(self.queued.keys())
+                .chain(&self.queue)
+                .cloned()
+                .chain(book.keys())
+                .collect();
+            let present = present_keys(targets, remembered);
             self.in_trouble.retain(|key| present.contains(key));
             self.baseline_queued.retain(|key, _| present.contains(key));
             self.queued.retain(|key, _| present.contains(key));
@@ -335,6 +363,55 @@ pub(super) async fn run(shared: Arc<MeshShared>, book: Arc<PathBook>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn target(address: &str, peer: &str, network: &str) -> Arc<MeshTarget> {
+        let labels = Arc::new(crate::mesh::labels::LabelSet::new([
+            ("peer", peer),
+            ("network", network),
+        ]));
+        Arc::new(MeshTarget {
+            spec: crate::mesh::targets::TargetSpec {
+                address: address.parse().expect("test address"),
+                labels: Arc::clone(&labels),
+            },
+            exported_labels: labels,
+            rendered_labels: Arc::from(""),
+            stats: Mutex::new(crate::mesh::stats::TargetStats::new(1)),
+            recent: Mutex::new(crate::mesh::window::RecentWindow::default()),
+            next_send_index: std::sync::atomic::AtomicU64::new(0),
+            buckets: Arc::from(vec![0.1]),
+        })
+    }
+
+    #[test]
+    fn only_remembered_keys_still_in_the_table_are_present() {
+        let targets = [
+            target("198.18.0.2", "b", "lan"),
+            target("198.18.0.3", "c", "lan"),
+            target("198.18.0.3", "c", "wan"),
+        ];
+        let key = |peer: &str, network: &str, address: &str| {
+            (
+                peer.to_string(),
+                network.to_string(),
+                address.parse::<IpAddr>().expect("test address"),
+            )
+        };
+        let remembered: HashSet<TargetKey> = [
+            key("b", "lan", "198.18.0.2"),
+            // Same address, another network or peer: gone.
+            key("c", "mgmt", "198.18.0.3"),
+            key("d", "lan", "198.18.0.2"),
+            key("c", "wan", "198.18.0.3"),
+            key("e", "lan", "198.18.0.9"),
+        ]
+        .into();
+        let present = present_keys(&targets, remembered);
+        let expected: HashSet<TargetKey> =
+            [key("b", "lan", "198.18.0.2"), key("c", "wan", "198.18.0.3")].into();
+        assert_eq!(present, expected);
+        assert!(present_keys(&targets, HashSet::new()).is_empty());
+    }
 
     #[test]
     fn the_rate_limit_allows_a_burst_then_one_per_share_of_the_minute() {
