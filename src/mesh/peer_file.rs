@@ -76,7 +76,7 @@ pub type FileEntry = (IpAddr, Arc<LabelSet>);
 /// address string each took about 100).
 #[derive(Debug, Clone, PartialEq)]
 struct Accepted {
-    digest: ContentDigest,
+    digest: Digest,
     entries: Box<[FileEntry]>,
 }
 
@@ -94,26 +94,28 @@ fn flatten(groups: Vec<TargetGroup>) -> Box<[FileEntry]> {
         .collect()
 }
 
-/// A file content's length and two differently salted 64-bit SipHashes of it: a changed content
-/// of the same length goes unnoticed only if both hashes collide (the file comes from the
-/// operator, not from an adversary, so a keyed or cryptographic hash would buy nothing).
+/// A value's length (bytes of a content, entries of a list) and two differently salted 64-bit
+/// SipHashes of it: a change of the same length goes unnoticed only if both hashes collide
+/// (files and peer lists come from the operator, not from an adversary, so a keyed or
+/// cryptographic hash would buy nothing). Kept instead of the value where only "did it change"
+/// is asked: 10 MB of file, or 3 MB of entries, at 100 000 targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ContentDigest {
+pub(super) struct Digest {
     len: usize,
     hashes: [u64; 2],
 }
 
-impl ContentDigest {
-    fn of(bytes: &[u8]) -> ContentDigest {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
+impl Digest {
+    pub(super) fn of<T: std::hash::Hash>(items: &[T]) -> Digest {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
         let hashes = [0u8, 1].map(|salt| {
             let mut hasher = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
             hasher.write_u8(salt);
-            hasher.write(bytes);
+            items.hash(&mut hasher);
             hasher.finish()
         });
-        ContentDigest {
-            len: bytes.len(),
+        Digest {
+            len: items.len(),
             hashes,
         }
     }
@@ -186,7 +188,7 @@ impl WatchedFile {
             return Ok(self.confirm_drop());
         };
         self.seen = Some(fingerprint);
-        let digest = ContentDigest::of(&bytes);
+        let digest = Digest::of(&bytes);
         if self.good.as_ref().is_some_and(|good| good.digest == digest) {
             self.pending_drop = None;
             self.status = Status::Good;

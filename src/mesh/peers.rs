@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::labels::LabelSet;
-use super::peer_file::{Event, WatchedFile};
+use super::peer_file::{Digest, Event, WatchedFile};
 use crate::config::mesh::{PeerSources, TargetGroup};
 use crate::expo::{self, MetricType};
 
@@ -116,36 +116,11 @@ pub struct PeerLoader {
     files: HashMap<PathBuf, WatchedFile>,
     dns: HashMap<String, Vec<IpAddr>>,
     /// The entries of the previous refresh, as a digest (to tell whether anything changed).
-    last: EntriesDigest,
+    last: Digest,
     /// Errors and notices of the previous refresh (each is logged when it first appears).
     reported: BTreeSet<String>,
     /// The sources that had an error at the previous refresh.
     broken_sources: BTreeSet<String>,
-}
-
-/// A list of entries as its length and two differently salted 64-bit hashes: what spotting a
-/// change needs, where a copy of 100 000 entries would be 3 MB. A change goes unnoticed only if
-/// both hashes collide (peer lists come from the operator, not from an adversary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EntriesDigest {
-    len: usize,
-    hashes: [u64; 2],
-}
-
-impl EntriesDigest {
-    fn of(entries: &[PeerEntry]) -> EntriesDigest {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
-        let hashes = [0u8, 1].map(|salt| {
-            let mut hasher = BuildHasherDefault::<DefaultHasher>::default().build_hasher();
-            hasher.write_u8(salt);
-            entries.hash(&mut hasher);
-            hasher.finish()
-        });
-        EntriesDigest {
-            len: entries.len(),
-            hashes,
-        }
-    }
 }
 
 /// The source an error is about: its text before the first `": "` (`peers file PATH`).
@@ -159,7 +134,7 @@ impl PeerLoader {
             sources,
             files: HashMap::new(),
             dns: HashMap::new(),
-            last: EntriesDigest::of(&[]),
+            last: Digest::of::<PeerEntry>(&[]),
             reported: BTreeSet::new(),
             broken_sources: BTreeSet::new(),
         }
@@ -216,7 +191,7 @@ impl PeerLoader {
         NOT_ALLOWED.store(not_allowed, Ordering::Relaxed);
         entries.sort();
         entries.dedup();
-        let digest = EntriesDigest::of(&entries);
+        let digest = Digest::of(&entries);
         let changed = digest != self.last;
         self.last = digest;
         let current: BTreeSet<String> = errors.iter().chain(&notices).cloned().collect();
