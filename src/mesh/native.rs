@@ -59,8 +59,13 @@ const SPARE: i32 = 2;
 struct BucketCounts {
     offset: i32,
     width: u8,
-    /// Slots with a count > 0, kept by [`BucketCounts::set`] (so no observation scans them).
+    /// Slots with a count > 0, and the first and the last of them, kept by
+    /// [`BucketCounts::set`] (so neither an observation nor a merge scans the slots; a slot
+    /// never goes back to 0 but in a new layout). Slots number at most [`MAX_SPAN`] plus spares,
+    /// or 132 at schema −4, so 16 bits hold them.
     populated: u32,
+    first: u16,
+    last: u16,
     slots: Box<[u8]>,
 }
 
@@ -105,6 +110,8 @@ impl BucketCounts {
             offset,
             width,
             populated: 0,
+            first: u16::MAX,
+            last: 0,
             slots,
         }
     }
@@ -113,21 +120,28 @@ impl BucketCounts {
         self.slots.len() / usize::from(self.width)
     }
 
-    /// The count of every slot, in index order.
-    fn counts(&self) -> impl DoubleEndedIterator<Item = u64> + ExactSizeIterator + '_ {
-        (0..self.slot_count()).map(|slot| self.get(slot))
-    }
-
     fn get(&self, slot: usize) -> u64 {
         let width = usize::from(self.width);
-        let mut bytes = [0; 8];
-        bytes[..width].copy_from_slice(&self.slots[slot * width..][..width]);
-        u64::from_le_bytes(bytes)
+        let bytes = &self.slots[slot * width..][..width];
+        match *bytes {
+            [one] => u64::from(one),
+            [a, b] => u64::from(u16::from_le_bytes([a, b])),
+            [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+            _ => {
+                let mut wide = [0; 8];
+                wide.copy_from_slice(bytes);
+                u64::from_le_bytes(wide)
+            }
+        }
     }
 
     fn set(&mut self, slot: usize, count: u64) {
         match (self.get(slot) > 0, count > 0) {
-            (false, true) => self.populated += 1,
+            (false, true) => {
+                self.populated += 1;
+                let slot = u16::try_from(slot).unwrap_or(u16::MAX);
+                (self.first, self.last) = (self.first.min(slot), self.last.max(slot));
+            }
             (true, false) => self.populated -= 1,
             _ => {}
         }
@@ -148,9 +162,10 @@ impl BucketCounts {
 
     /// The lowest and the highest populated index.
     fn bounds(&self) -> Option<(i32, i32)> {
-        let low = self.counts().position(|count| count > 0)?;
-        let high = self.counts().rposition(|count| count > 0)?;
-        Some((self.offset + low as i32, self.offset + high as i32))
+        (self.populated > 0).then(|| {
+            let (first, last) = (i32::from(self.first), i32::from(self.last));
+            (self.offset + first, self.offset + last)
+        })
     }
 
     /// Indices from the lowest populated bucket to the highest.
@@ -204,9 +219,14 @@ impl BucketCounts {
     /// (index, count) of the populated buckets in index order.
     fn iter(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
         let offset = self.offset;
-        (0..)
-            .zip(self.counts())
-            .filter_map(move |(slot, count)| (count > 0).then_some((offset + slot, count)))
+        let populated = match self.bounds() {
+            Some(_) => usize::from(self.first)..usize::from(self.last) + 1,
+            None => 0..0,
+        };
+        populated.filter_map(move |slot| {
+            let count = self.get(slot);
+            (count > 0).then_some((offset + slot as i32, count))
+        })
     }
 
     /// Buckets from (index, count) pairs in index order, in as few slots as they take; the
