@@ -154,12 +154,6 @@ impl BucketCounts {
         self.populated as usize
     }
 
-    /// The first and last index the slots stand for, populated or not.
-    fn slot_bounds(&self) -> Option<(i32, i32)> {
-        let slots = self.slot_count() as i32;
-        (slots > 0).then(|| (self.offset, self.offset + slots - 1))
-    }
-
     /// The lowest and the highest populated index.
     fn bounds(&self) -> Option<(i32, i32)> {
         (self.populated > 0).then(|| {
@@ -323,12 +317,7 @@ impl NativeHistogram {
         loop {
             let shift = schema - self.schema;
             let (low, high) = (coarser_index(low, shift), coarser_index(high, shift));
-            // The slots hold every populated bucket: if they and the new ones fit, so do the
-            // populated ones (checked first, as it needs no scan of the slots).
-            if self.schema <= MIN_SCHEMA
-                || span(self.buckets.slot_bounds(), low, high) <= MAX_SPAN
-                || span(self.buckets.bounds(), low, high) <= MAX_SPAN
-            {
+            if self.schema <= MIN_SCHEMA || span(self.buckets.bounds(), low, high) <= MAX_SPAN {
                 self.buckets.cover(low, high);
                 return shift;
             }
@@ -340,9 +329,7 @@ impl NativeHistogram {
     /// at most [`MAX_SPAN`] indices.
     fn keep_bounds(&mut self) {
         while self.schema > MIN_SCHEMA
-            && (self.buckets.len() > MAX_BUCKETS
-                // The populated range is within the slots: only scan when they are wider.
-                || (self.buckets.slot_count() > MAX_SPAN && self.buckets.range() > MAX_SPAN))
+            && (self.buckets.len() > MAX_BUCKETS || self.buckets.range() > MAX_SPAN)
         {
             self.halve_resolution();
         }
